@@ -1,0 +1,592 @@
+"""GPT-2 in NumPy: the configuration, the parameters, the forward pass and the KV cache.
+
+The model is OpenAI's GPT-2, exactly, so that the real GPT-2 weights load and give the same
+logits as Hugging Face ``transformers``:
+
+    ids (B, T) -> token embedding + position embedding          (B, T, C)
+               -> n_layer x block:  x = x + attn(ln_1(x))
+                                    x = x + mlp(ln_2(x))        (B, T, C)
+               -> ln_f -> x @ wte.T (the LM head shares wte)    (B, T, V) logits
+
+Parameters are plain arrays in ``model.params``, keyed by Hugging Face's GPT-2 state-dict names
+(without the ``transformer.`` prefix), so loading and saving need no mapping table.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from . import checkpoint
+from .layers import (
+    attention,
+    causal_mask,
+    embedding,
+    gelu,
+    layer_norm,
+    linear,
+    merge_heads,
+    split_heads,
+)
+
+T_ = TypeVar("T_")
+
+# Buffers that old GPT-2 checkpoints store beside the weights; they are constants, not weights.
+_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """The shape of a GPT-2 model. The defaults are GPT-2 small (124M parameters).
+
+    Attributes:
+        vocab_size: number of tokens ``V`` (50257 for GPT-2's tokenizer).
+        n_ctx: the longest sequence the model can read (its number of learned positions).
+        n_layer: number of transformer blocks.
+        n_head: attention heads per block; must divide ``n_embd``.
+        n_embd: channels ``C`` of the residual stream.
+    """
+
+    vocab_size: int = 50257
+    n_ctx: int = 1024
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_ctx", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
+            )
+
+    @property
+    def head_size(self) -> int:
+        """Channels per attention head, ``D = n_embd // n_head``."""
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def preset(cls, name: str) -> GPTConfig:
+        """The configuration of a published GPT-2 size: ``gpt2``, ``gpt2-medium``,
+        ``gpt2-large`` or ``gpt2-xl``."""
+        try:
+            n_layer, n_head, n_embd = GPT2_SIZES[name.removeprefix("openai-community/")]
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(GPT2_SIZES)}") from None
+        return cls(n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+
+    def to_hf(self) -> dict[str, Any]:
+        """This configuration as a Hugging Face ``config.json`` for ``GPT2LMHeadModel``."""
+        return {
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "vocab_size": self.vocab_size,
+            "n_positions": self.n_ctx,
+            "n_ctx": self.n_ctx,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "n_embd": self.n_embd,
+            "n_inner": None,
+            "activation_function": "gelu_new",
+            "layer_norm_epsilon": 1e-5,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            "scale_attn_weights": True,
+            "scale_attn_by_inverse_layer_idx": False,
+            "reorder_and_upcast_attn": False,
+            "tie_word_embeddings": True,
+            "bos_token_id": self.vocab_size - 1,
+            "eos_token_id": self.vocab_size - 1,
+            "torch_dtype": "float32",
+        }
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any], source: str = "config.json") -> GPTConfig:
+        """Read a Hugging Face GPT-2 ``config.json`` (as a dict), refusing variants that would
+        compute something other than GPT-2."""
+        if hf.get("model_type", "gpt2") != "gpt2":
+            raise checkpoint.CheckpointError(
+                f"{source}: model_type is {hf.get('model_type')!r}; numpylm implements GPT-2 only"
+            )
+        n_embd = int(hf.get("n_embd", 768))
+        unsupported = {
+            "activation_function": (hf.get("activation_function", "gelu_new"), "gelu_new"),
+            "n_inner": (hf.get("n_inner") or 4 * n_embd, 4 * n_embd),
+            "scale_attn_weights": (hf.get("scale_attn_weights", True), True),
+            "scale_attn_by_inverse_layer_idx": (
+                hf.get("scale_attn_by_inverse_layer_idx", False),
+                False,
+            ),
+            "tie_word_embeddings": (hf.get("tie_word_embeddings", True), True),
+        }
+        for key, (value, expected) in unsupported.items():
+            if value != expected:
+                raise checkpoint.CheckpointError(
+                    f"{source}: {key}={value!r} is not supported (numpylm computes GPT-2 with "
+                    f"{key}={expected!r})"
+                )
+        eps = float(hf.get("layer_norm_epsilon", 1e-5))
+        if not math.isclose(eps, 1e-5):
+            raise checkpoint.CheckpointError(
+                f"{source}: layer_norm_epsilon={eps} is not supported (GPT-2 uses 1e-5)"
+            )
+        try:
+            return cls(
+                vocab_size=int(hf.get("vocab_size", 50257)),
+                n_ctx=int(hf.get("n_positions", hf.get("n_ctx", 1024))),
+                n_layer=int(hf.get("n_layer", 12)),
+                n_head=int(hf.get("n_head", 12)),
+                n_embd=n_embd,
+            )
+        except ValueError as e:
+            raise checkpoint.CheckpointError(f"{source}: {e}") from e
+
+
+GPT2_SIZES = {  # name: (n_layer, n_head, n_embd)
+    "gpt2": (12, 12, 768),
+    "gpt2-medium": (24, 16, 1024),
+    "gpt2-large": (36, 20, 1280),
+    "gpt2-xl": (48, 25, 1600),
+}
+
+
+def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every parameter, in Hugging Face's order."""
+    V, C, N = config.vocab_size, config.n_embd, config.n_ctx
+    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (V, C), "wpe.weight": (N, C)}
+    for i in range(config.n_layer):
+        h = f"h.{i}."
+        shapes |= {
+            h + "ln_1.weight": (C,),
+            h + "ln_1.bias": (C,),
+            h + "attn.c_attn.weight": (C, 3 * C),
+            h + "attn.c_attn.bias": (3 * C,),
+            h + "attn.c_proj.weight": (C, C),
+            h + "attn.c_proj.bias": (C,),
+            h + "ln_2.weight": (C,),
+            h + "ln_2.bias": (C,),
+            h + "mlp.c_fc.weight": (C, 4 * C),
+            h + "mlp.c_fc.bias": (4 * C,),
+            h + "mlp.c_proj.weight": (4 * C, C),
+            h + "mlp.c_proj.bias": (C,),
+        }
+    shapes |= {"ln_f.weight": (C,), "ln_f.bias": (C,)}
+    return shapes
+
+
+def init_params(
+    config: GPTConfig, seed: int = 0, dtype: np.dtype[Any] | type = np.float32
+) -> dict[str, np.ndarray]:
+    """GPT-2's initialisation: weights N(0, 0.02), the two projections that write into the
+    residual stream scaled by 1/sqrt(2 * n_layer) (so the stream's variance does not grow with
+    depth), zero biases, LayerNorm gains 1."""
+    rng = np.random.default_rng(seed)
+    resid_std = 0.02 / math.sqrt(2 * config.n_layer)
+    params = {}
+    for name, shape in param_shapes(config).items():
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            p = np.ones(shape, dtype=dtype)
+        elif name.endswith(".bias"):
+            p = np.zeros(shape, dtype=dtype)
+        else:
+            std = resid_std if name.endswith("c_proj.weight") else 0.02
+            p = rng.standard_normal(shape, dtype=dtype) * std
+        params[name] = p
+    return params
+
+
+@dataclass
+class KVCache:
+    """The keys and values of every token the model has already read, per layer.
+
+    Without a cache, each new token would mean running the whole sequence through the model
+    again; with it, a step computes the new token's query, key and value only and attends over
+    the stored ones. The arrays are allocated once, for the full context.
+
+    Attributes:
+        k: (n_layer, B, H, n_ctx, D) keys; positions ``[0, length)`` are filled.
+        v: (n_layer, B, H, n_ctx, D) values, aligned with ``k``.
+        length: number of positions filled so far; the next token goes at this index.
+        key_mask: (B, n_ctx) bool, False for padding positions (batches of prompts of different
+            lengths are padded on the left); None while there is no padding.
+        n_real: (B,) number of real (non-padding) tokens per row, which is where each row's
+            position ids continue from.
+    """
+
+    k: np.ndarray
+    v: np.ndarray
+    length: int = 0
+    key_mask: np.ndarray | None = None
+    n_real: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.k.shape[1])
+
+    @property
+    def capacity(self) -> int:
+        return int(self.k.shape[3])
+
+    def reset(self) -> None:
+        """Forget every stored token (the arrays are kept for reuse)."""
+        self.length = 0
+        self.key_mask = None
+        self.n_real = np.zeros(self.batch_size, dtype=np.int64)
+
+
+class GPT:
+    """A GPT-2 language model whose parameters are plain NumPy arrays.
+
+    ``GPT(config, seed=0)`` is randomly initialised (GPT-2's scheme); ``GPT.from_pretrained``
+    loads trained weights. Calling the model maps token ids to next-token logits.
+
+    ``params["wte.weight"]`` is a (V, C) array stored column-major (it is the transpose of a
+    C-contiguous (C, V) array). It means the same numbers; the layout only makes the LM head
+    ``x @ wte.T``, the largest matrix product of a decoding step, read memory in order.
+    """
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        seed: int = 0,
+        dtype: np.dtype[Any] | type = np.float32,
+        *,
+        params: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        if params is None:
+            params = init_params(config, seed, self.dtype)
+        check_params(config, params)
+        params = {k: np.asarray(v, dtype=self.dtype) for k, v in params.items()}
+        params["wte.weight"] = np.ascontiguousarray(params["wte.weight"].T).T
+        self.params: dict[str, np.ndarray] = params
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"GPT(n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, n_ctx={c.n_ctx}, "
+            f"vocab_size={c.vocab_size}, params={self.num_params():,}, dtype={self.dtype})"
+        )
+
+    def num_params(self) -> int:
+        """Number of parameters (the tied LM head is counted once)."""
+        return sum(p.size for p in self.params.values())
+
+    # ----------------------------------------------------------------------------------------
+    # Loading and saving
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike[str], dtype: np.dtype[Any] | type = np.float32
+    ) -> GPT:
+        """Load GPT-2 weights from a local directory or the Hugging Face Hub.
+
+        Args:
+            name_or_path: a directory in Hugging Face layout (``config.json`` +
+                ``model.safetensors``), or a Hub id such as ``gpt2``, ``gpt2-medium``,
+                ``gpt2-large``, ``gpt2-xl`` or ``openai-community/gpt2``, downloaded once into
+                the Hugging Face cache.
+            dtype: float32 (default) or float64.
+
+        Both key spellings (``h.0...`` and ``transformer.h.0...``) are accepted; the attention
+        mask buffers are skipped and ``lm_head.weight`` is tied to ``wte.weight``.
+        """
+        model_dir = checkpoint.resolve(name_or_path)
+        config_path = model_dir / checkpoint.CONFIG_FILE
+        if not config_path.is_file():
+            raise checkpoint.CheckpointError(
+                f"{model_dir} has no {checkpoint.CONFIG_FILE}: it is not a model directory"
+            )
+        config = GPTConfig.from_hf(checkpoint.read_json(config_path), source=str(config_path))
+        tensors: dict[str, np.ndarray] = {}
+        for path in checkpoint.weight_files(model_dir):
+            tensors |= checkpoint.read_safetensors(path)
+        return cls(config, dtype=dtype, params=_from_hf_names(tensors, config, model_dir))
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (Hugging Face's layout, readable by
+        ``transformers.GPT2LMHeadModel.from_pretrained``). Each file is replaced atomically."""
+        out = Path(directory)
+        tensors = {f"transformer.{k}": v for k, v in self.params.items()}
+        checkpoint.write_safetensors(out / checkpoint.WEIGHTS_FILE, tensors)
+        checkpoint.write_json(out / checkpoint.CONFIG_FILE, self.config.to_hf())
+        return out
+
+    # ----------------------------------------------------------------------------------------
+    # The forward pass
+
+    def new_cache(self, batch_size: int = 1) -> KVCache:
+        """An empty KV cache for ``batch_size`` sequences, with room for ``n_ctx`` tokens."""
+        c = self.config
+        shape = (c.n_layer, batch_size, c.n_head, c.n_ctx, c.head_size)
+        # np.empty: memory is only touched (and counted) as the cache fills up.
+        return KVCache(
+            k=np.empty(shape, dtype=self.dtype),
+            v=np.empty(shape, dtype=self.dtype),
+            n_real=np.zeros(batch_size, dtype=np.int64),
+        )
+
+    def __call__(
+        self,
+        ids: np.ndarray | list[int] | list[list[int]],
+        cache: KVCache | None = None,
+        *,
+        attention_mask: np.ndarray | None = None,
+        last_only: bool = False,
+    ) -> np.ndarray:
+        """Next-token logits for every position of ``ids``.
+
+        Args:
+            ids: (B, T) integer token ids; a 1-D (T,) array is one sequence (B = 1).
+            cache: a ``KVCache`` from ``new_cache``. The ids are then the *new* tokens: they sit
+                at positions continuing from what the cache holds, attend to the cached keys and
+                values, and have their own appended. Prefill (T > 1) and decode (T = 1) are the
+                same call. Without a cache the ids are a whole sequence from position 0.
+            attention_mask: (B, T) with 1 for real tokens and 0 for padding (for prompts of
+                different lengths, padded on the left). Padding is never attended to and does
+                not advance the position ids.
+            last_only: compute the logits of the last position only (all that generation needs
+                after reading a prompt; it skips most of the LM head's work).
+
+        Returns:
+            (B, T, V) logits in the model's dtype, or (T, V) for 1-D ``ids``; T is 1 with
+            ``last_only``.
+        """
+        ids2d = self._check_ids(ids)
+        B, T = ids2d.shape
+        start = 0 if cache is None else cache.length
+        if start + T > self.config.n_ctx:
+            where = f"the cache holds {start} and {T} more were given; " if cache else ""
+            raise ValueError(
+                f"sequence too long: {where}{start + T} tokens exceed the model's context of "
+                f"n_ctx={self.config.n_ctx}. Keep only the last {self.config.n_ctx} tokens "
+                "(generate() does this for you)"
+            )
+        if cache is not None and cache.batch_size != B:
+            raise ValueError(f"the cache was made for batch size {cache.batch_size}, ids have {B}")
+        mask = None if attention_mask is None else self._check_mask(attention_mask, B, T)
+        logits = self._forward(ids2d, cache, mask, last_only)
+        return logits[0] if np.ndim(ids) == 1 else logits
+
+    def _forward(
+        self,
+        ids: np.ndarray,
+        cache: KVCache | None = None,
+        mask: np.ndarray | None = None,
+        last_only: bool = False,
+        acts: dict[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """The forward pass over validated (B, T) ids; see ``__call__``.
+
+        ``acts``, when given, receives the intermediate arrays that the backward pass needs
+        (and the attention probabilities, for pictures), named ``h.{i}.<what>``; without it
+        nothing extra is kept.
+        """
+        p, c = self.params, self.config
+        B, T = ids.shape
+        start = 0 if cache is None else cache.length
+        L = start + T  # keys visible to the last new token
+
+        # Position ids and the attention mask. Without padding, positions simply count on from
+        # the cache; with left padding each row counts its own real tokens, so a short prompt
+        # starts at position 0 like it would alone.
+        key_mask = None  # (B, L) True for real tokens
+        if mask is None and (cache is None or cache.key_mask is None):
+            pos: np.ndarray = np.arange(start, L)  # (T,)
+            n_new = np.full(B, T)
+        else:
+            new = np.ones((B, T), dtype=bool) if mask is None else mask
+            before = cache.n_real if cache is not None else np.zeros(B, dtype=np.int64)
+            pos = np.maximum(before[:, None] + np.cumsum(new, axis=1) - 1, 0)  # (B, T)
+            if cache is not None and cache.key_mask is not None:
+                old = cache.key_mask[:, :start]
+            else:
+                old = np.ones((B, start), dtype=bool)
+            key_mask = np.concatenate([old, new], axis=1)
+            n_new = new.sum(axis=1)
+
+        # Which keys each new token may attend to: none in its future, and no padding.
+        allowed = None
+        if T > 1:
+            allowed = causal_mask(T, L)  # (T, L)
+        if key_mask is not None:
+            km = key_mask[:, None, None, :]  # (B, 1, 1, L)
+            allowed = km if allowed is None else (allowed & km)
+
+        keep = _keeper(acts, "")
+        keep("pos", pos)
+        x = embedding(p["wte.weight"], p["wpe.weight"], ids, pos)  # (B, T, C)
+        for i in range(c.n_layer):
+            x = self._block(i, x, cache, start, allowed, acts)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
+        keep("ln_f.in", x)
+        x = keep("ln_f.out", layer_norm(x, p["ln_f.weight"], p["ln_f.bias"]))
+        logits = x @ p["wte.weight"].T  # (B, T, V): the LM head is the token embedding, tied
+
+        if cache is not None:
+            cache.length = L
+            cache.n_real = cache.n_real + n_new
+            if key_mask is not None:
+                if cache.key_mask is None:
+                    cache.key_mask = np.ones((B, c.n_ctx), dtype=bool)
+                cache.key_mask[:, :L] = key_mask
+        return logits
+
+    def _block(
+        self,
+        i: int,
+        x: np.ndarray,
+        cache: KVCache | None,
+        start: int,
+        allowed: np.ndarray | None,
+        acts: dict[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Transformer block ``i``: attention, then the MLP, each added to the residual stream.
+
+        x: (B, T, C) -> (B, T, C). ``keep`` records an intermediate in ``acts`` (if given) for
+        the backward pass, and returns it unchanged.
+        """
+        p, h = self.params, f"h.{i}."
+        T = x.shape[1]
+        n_head = self.config.n_head
+        keep = _keeper(acts, h)
+
+        # Attention: every new token asks (query) and offers (key, value).
+        keep("ln_1.in", x)
+        a = keep("ln_1.out", layer_norm(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"]))
+        qkv = linear(a, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"])  # (B, T, 3C)
+        q, k, v = (split_heads(t, n_head) for t in np.split(qkv, 3, axis=-1))  # 3 x (B, H, T, D)
+        if cache is not None:
+            # Store the new keys and values, then attend over everything stored so far.
+            cache.k[i, :, :, start : start + T] = k
+            cache.v[i, :, :, start : start + T] = v
+            k = cache.k[i, :, :, : start + T]  # (B, H, L, D)
+            v = cache.v[i, :, :, : start + T]
+        keep("q", q), keep("k", k), keep("v", v)
+        y, att = attention(q, k, v, allowed)  # (B, H, T, D), (B, H, T, L)
+        keep("att", att)
+        y = keep("attn.y", merge_heads(y))  # (B, T, C)
+        x = x + linear(y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"])
+
+        # MLP: widen to 4C, bend with GELU, project back.
+        keep("ln_2.in", x)
+        m = keep("ln_2.out", layer_norm(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"]))
+        u = keep("mlp.fc", linear(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"]))  # (B,T,4C)
+        g = keep("mlp.gelu", gelu(u))
+        return x + linear(g, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
+
+    # ----------------------------------------------------------------------------------------
+    # Input checks: a clear message here instead of a traceback from deep inside NumPy.
+
+    def _check_ids(self, ids: np.ndarray | list[int] | list[list[int]]) -> np.ndarray:
+        arr = np.asarray(ids)
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(
+                f"token ids must be an integer array, got dtype {arr.dtype}; tokenize text with "
+                "Tokenizer.encode, or convert with np.asarray(ids, dtype=np.int64)"
+            )
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"token ids must have shape (T,) or (B, T), got shape {arr.shape}")
+        if arr.size == 0:
+            raise ValueError(f"token ids are empty (shape {arr.shape}); give at least one token")
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"token id {bad} is out of range: this model's vocabulary has ids 0 to "
+                f"{self.config.vocab_size - 1} (was the text encoded with another tokenizer?)"
+            )
+        return arr.reshape(1, -1) if arr.ndim == 1 else arr
+
+    @staticmethod
+    def _check_mask(mask: np.ndarray, B: int, T: int) -> np.ndarray:
+        m = np.asarray(mask)
+        if m.shape != (B, T):
+            raise ValueError(
+                f"attention_mask must have the shape of ids, ({B}, {T}), got {m.shape}"
+            )
+        return m.astype(bool)
+
+
+def _keeper(acts: dict[str, np.ndarray] | None, prefix: str) -> Callable[[str, T_], T_]:
+    """A function ``keep(name, value) -> value`` that stores ``value`` in ``acts`` under
+    ``prefix + name`` when ``acts`` is a dict, and does nothing otherwise."""
+
+    def keep(name: str, value: T_) -> T_:
+        if acts is not None:
+            acts[prefix + name] = value  # type: ignore[assignment]
+        return value
+
+    return keep
+
+
+def check_params(config: GPTConfig, params: dict[str, np.ndarray]) -> None:
+    """Check that ``params`` has exactly the names and shapes ``config`` needs."""
+    expected = param_shapes(config)
+    missing = [k for k in expected if k not in params]
+    extra = [k for k in params if k not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {_few(missing)}")
+        if extra:
+            parts.append(f"unexpected {_few(extra)}")
+        raise checkpoint.CheckpointError("parameters do not match the config: " + "; ".join(parts))
+    for name, shape in expected.items():
+        got = tuple(np.shape(params[name]))
+        if got != shape:
+            raise checkpoint.CheckpointError(
+                f"tensor {name!r} has shape {got} but the config (n_layer={config.n_layer}, "
+                f"n_head={config.n_head}, n_embd={config.n_embd}, n_ctx={config.n_ctx}, "
+                f"vocab_size={config.vocab_size}) needs {shape}"
+            )
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _from_hf_names(
+    tensors: dict[str, np.ndarray], config: GPTConfig, source: Path
+) -> dict[str, np.ndarray]:
+    """Hugging Face GPT-2 tensor names -> numpylm's (the same names, without ``transformer.``)."""
+    params: dict[str, np.ndarray] = {}
+    lm_head = None
+    for name, t in tensors.items():
+        name = name.removeprefix("transformer.")
+        if name.endswith(_BUFFER_SUFFIXES):
+            continue  # the causal mask stored as a buffer; numpylm builds its own
+        if name == "lm_head.weight":
+            lm_head = t
+            continue
+        params[name] = t
+    if (
+        lm_head is not None
+        and "wte.weight" in params
+        and lm_head.shape != params["wte.weight"].shape
+    ):
+        raise checkpoint.CheckpointError(
+            f"{source}: lm_head.weight has shape {lm_head.shape} but wte.weight has "
+            f"{params['wte.weight'].shape}; GPT-2 ties them"
+        )
+    if "wte.weight" not in params and lm_head is not None:
+        params["wte.weight"] = lm_head
+    try:
+        check_params(config, params)
+    except checkpoint.CheckpointError as e:
+        raise checkpoint.CheckpointError(f"{source}: {e}") from None
+    return params

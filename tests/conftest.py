@@ -1,0 +1,77 @@
+"""Shared fixtures: the data beside the project, and small models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from numpylm import GPT, GPTConfig
+
+# The GPT-2 BPE files and Tiny Shakespeare are not part of the project: CI points NUMPYLM_DATA at
+# the shared data folder (../shared/data); on a fresh clone the tests that need them skip.
+DATA_ENV = "NUMPYLM_DATA"
+
+# tiktoken caches the files it downloads under the sha1 of their URL (../shared/data/README.md).
+TIKTOKEN_CACHE_NAMES = {
+    "gpt2/vocab.bpe": "6d1cbeee0f20b3d9449abfede4726ed8212e3aee",
+    "gpt2/encoder.json": "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6",
+    "gpt2/r50k_base.tiktoken": "0ea1e91bbb3a60f729a8dc8f777fd2fc07cd8df4",
+}
+
+
+def data_file(relative: str) -> Path:
+    """A file of the shared data folder, or skip the test with the reason."""
+    root = os.environ.get(DATA_ENV)
+    if not root:
+        pytest.skip(f"{DATA_ENV} is not set: point it at the shared data folder to run this test")
+    path = Path(root) / relative
+    if not path.is_file():
+        pytest.skip(f"{path} is absent ({DATA_ENV}={root})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gpt2_files() -> Path:
+    """The folder holding OpenAI's GPT-2 BPE files (encoder.json, vocab.bpe)."""
+    return data_file("gpt2/encoder.json").parent
+
+
+@pytest.fixture(scope="session")
+def tiktoken_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Make tiktoken.get_encoding("gpt2") work offline, from the shared files."""
+    cache = tmp_path_factory.mktemp("tiktoken-cache")
+    for relative, name in TIKTOKEN_CACHE_NAMES.items():
+        shutil.copyfile(data_file(relative), cache / name)
+    old = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    yield
+    if old is None:
+        os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+    else:
+        os.environ["TIKTOKEN_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def shakespeare() -> Path:
+    """Tiny Shakespeare (1,115,394 bytes)."""
+    return data_file("tinyshakespeare/input.txt")
+
+
+TINY = GPTConfig(vocab_size=67, n_ctx=32, n_layer=2, n_head=4, n_embd=16)
+
+
+@pytest.fixture
+def tiny_model() -> GPT:
+    """A small random float32 GPT (vocab 67, context 32, 2 layers, 4 heads, 16 channels)."""
+    return GPT(TINY, seed=0)
+
+
+@pytest.fixture
+def tiny_model64() -> GPT:
+    """The same shape in float64, for exact comparisons and gradient checks."""
+    return GPT(TINY, seed=0, dtype=np.float64)
