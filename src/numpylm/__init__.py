@@ -4,9 +4,10 @@ The story, one module per idea: ``tokenizer`` (text -> tokens), ``layers`` and `
 transformer, its attention and its KV cache), and ``checkpoint`` (loading and saving weights).
 """
 
+from .bpe import train_bpe
 from .checkpoint import CheckpointError
 from .model import GPT, GPTConfig, KVCache
 from .tokenizer import Tokenizer
 
-__all__ = ["GPT", "CheckpointError", "GPTConfig", "KVCache", "Tokenizer"]
+__all__ = ["GPT", "CheckpointError", "GPTConfig", "KVCache", "Tokenizer", "train_bpe"]
 __version__ = "0.1.0"
