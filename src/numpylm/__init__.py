@@ -7,7 +7,8 @@ transformer, its attention and its KV cache), and ``checkpoint`` (loading and sa
 from .bpe import train_bpe
 from .checkpoint import CheckpointError
 from .model import GPT, GPTConfig, KVCache
+from .optim import AdamW
 from .tokenizer import Tokenizer
 
-__all__ = ["GPT", "CheckpointError", "GPTConfig", "KVCache", "Tokenizer", "train_bpe"]
+__all__ = ["GPT", "AdamW", "CheckpointError", "GPTConfig", "KVCache", "Tokenizer", "train_bpe"]
 __version__ = "0.1.0"

@@ -39,6 +39,38 @@ def embedding(wte: np.ndarray, wpe: np.ndarray, ids: np.ndarray, pos: np.ndarray
     return wte[ids] + wpe[pos]  # (B, T, C)
 
 
+def embedding_backward(
+    dout: np.ndarray, ids: np.ndarray, pos: np.ndarray, dwte: np.ndarray, dwpe: np.ndarray
+) -> None:
+    """Backward of ``embedding``: send each position's gradient back to the rows it read.
+
+    Args:
+        dout: (B, T, C) gradient of the loss with respect to the embedding's output.
+        ids: (B, T) the token ids of the forward pass.
+        pos: (B, T) or (T,) the positions of the forward pass.
+        dwte: (V, C) gradient of ``wte``, added to in place (the tied LM head's share may
+            already be in it).
+        dwpe: (n_ctx, C) gradient of ``wpe``, added to in place.
+
+    A token that occurs several times gets the sum of all its gradients. ``dwte[ids] += dout``
+    would be wrong: with repeated ids NumPy writes each row once and drops the rest.
+    ``np.add.at`` accumulates every occurrence; it runs on flat element indices, its fast path
+    (about 4x faster than whole rows here), and adds in the same order, so the result is the same.
+    """
+    if not (dwte.flags.c_contiguous and dwpe.flags.c_contiguous):
+        raise ValueError("dwte and dwpe must be C-contiguous: they are written through flat views")
+    C = dout.shape[-1]
+    channels = np.arange(C)
+
+    def add_rows(table: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
+        flat = (rows.reshape(-1, 1) * C + channels).reshape(-1)  # element index of each value
+        np.add.at(table.reshape(-1), flat, grad.reshape(-1))  # reshape(-1) of a C-array: a view
+
+    add_rows(dwte, ids, dout)  # from wte[ids]
+    # from wpe[pos]: with one row of positions shared by the batch, sum over the batch first
+    add_rows(dwpe, pos, dout.sum(axis=0) if pos.ndim == 1 else dout)
+
+
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Normalise each position's channels to mean 0 and variance 1, then scale and shift.
 
@@ -57,6 +89,40 @@ def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     return xc * rstd * w + b
 
 
+def layer_norm_backward(
+    dout: np.ndarray, x: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward of ``layer_norm``.
+
+    Args:
+        dout: (..., C) gradient with respect to the output.
+        x: (..., C) the forward's input (its mean and variance are recomputed: cheaper to
+            store than to keep).
+        w: (C,) gain.
+
+    Returns:
+        ``(dx, dw, db)`` with the shapes of ``x``, ``w`` and ``w``.
+    """
+    mean = x.mean(axis=-1, keepdims=True)
+    xc = x - mean
+    var = (xc * xc).mean(axis=-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + LAYER_NORM_EPS)
+    xhat = xc * rstd  # (..., C) the normalised input
+    axes = tuple(range(x.ndim - 1))
+    db = dout.sum(axis=axes)  # from "+ b"
+    dw = (dout * xhat).sum(axis=axes)  # from "* w"
+    dxhat = dout * w
+    # xhat = (x - mean) * rstd, and both mean and rstd depend on every channel of x. With the
+    # chain rule through mean and var, the three paths collapse to this (per position):
+    #   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    dx = rstd * (
+        dxhat
+        - dxhat.mean(axis=-1, keepdims=True)
+        - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
+    )
+    return dx, dw, db
+
+
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """An affine map ``x @ w + b``.
 
@@ -73,6 +139,27 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x @ w + b
 
 
+def linear_backward(
+    dout: np.ndarray, x: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward of ``linear``: ``out = x @ w + b``.
+
+    Args:
+        dout: (..., C_out) gradient with respect to the output.
+        x: (..., C_in) the forward's input.
+        w: (C_in, C_out) weight.
+
+    Returns:
+        ``(dx, dw, db)``: (..., C_in), (C_in, C_out), (C_out,).
+    """
+    x2 = x.reshape(-1, x.shape[-1])  # (N, C_in): every position of every sequence is a row,
+    d2 = dout.reshape(-1, dout.shape[-1])  # (N, C_out)  so dw is one large matrix product
+    dw = x2.T @ d2  # from "x @ w": each weight collects input * output-gradient over positions
+    db = d2.sum(axis=0)  # from "+ b": the bias is added at every position
+    dx = dout @ w.T  # from "x @ w"
+    return dx, dw, db
+
+
 def gelu(x: np.ndarray) -> np.ndarray:
     """GPT-2's GELU, in the tanh approximation (``gelu_new`` in Hugging Face).
 
@@ -81,11 +168,33 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(_GELU_C * (x + 0.044715 * x * x * x)))
 
 
+def gelu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Backward of ``gelu``: ``dout * gelu'(x)``, elementwise, with ``x`` the forward's input.
+
+    With ``u = sqrt(2/pi) * (x + 0.044715 x^3)`` and ``t = tanh(u)``, ``gelu = 0.5 x (1 + t)``:
+    ``gelu' = 0.5 (1 + t) + 0.5 x (1 - t^2) u'``, where ``u' = sqrt(2/pi) (1 + 3 * 0.044715 x^2)``.
+    """
+    x2 = x * x
+    t = np.tanh(_GELU_C * x * (1.0 + 0.044715 * x2))
+    du = _GELU_C * (1.0 + (3.0 * 0.044715) * x2)
+    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+
+
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax: subtracting the max leaves the result unchanged but keeps
     ``exp`` from overflowing, so logits like ``[1000, 1001]`` work."""
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def softmax_backward(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Backward of ``softmax`` over the last axis, from its output ``out``.
+
+    ``d out_j / d x_i = out_j * (delta_ij - out_i)``, so
+    ``dx_i = out_i * (dout_i - sum_j dout_j * out_j)``. An entry the forward masked out has
+    ``out = 0`` exactly and so gets no gradient.
+    """
+    return out * (dout - (dout * out).sum(axis=-1, keepdims=True))
 
 
 def split_heads(x: np.ndarray, n_head: int) -> np.ndarray:
@@ -130,7 +239,70 @@ def attention(
     return att @ v, att  # (B, H, T, D), (B, H, T, L)
 
 
+def attention_backward(
+    dy: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, att: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward of ``attention``, for all heads at once.
+
+    Args:
+        dy: (B, H, T, D) gradient with respect to the attended values.
+        q, k, v: the forward's (B, H, T, D), (B, H, L, D), (B, H, L, D) inputs.
+        att: (B, H, T, L) the attention probabilities the forward returned (the mask is in
+            them: masked entries are exactly 0, so no gradient reaches a hidden key).
+
+    Returns:
+        ``(dq, dk, dv)`` with the shapes of ``q``, ``k`` and ``v``.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    dv = att.swapaxes(-1, -2) @ dy  # from "att @ v": (B, H, L, D)
+    datt = dy @ v.swapaxes(-1, -2)  # from "att @ v": (B, H, T, L)
+    dscores = softmax_backward(datt, att) * scale  # from "softmax(scores)" and "* scale"
+    dq = dscores @ k  # from "q @ k.T": (B, H, T, D)
+    dk = dscores.swapaxes(-1, -2) @ q  # from "q @ k.T": (B, H, L, D)
+    return dq, dk, dv
+
+
 def causal_mask(T: int, L: int) -> np.ndarray:
     """(T, L) boolean mask: new token ``t`` (at absolute index ``L - T + t``) may see keys
     ``0 .. L - T + t``, never a later one."""
     return np.tri(T, L, k=L - T, dtype=bool)
+
+
+def cross_entropy(
+    logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
+    """Softmax and cross-entropy, fused: the mean loss and its gradient with respect to logits.
+
+    ``loss = mean over counted positions of -log softmax(logits)[target]``. Fusing the two makes
+    the gradient simple and stable: ``dlogits = (softmax(logits) - onehot(target)) / n``.
+
+    Args:
+        logits: (..., V) unnormalised scores, e.g. (B, T, V).
+        targets: (...) integer ids in ``[0, V)``; -1 marks a position that does not count
+            (PyTorch's ``ignore_index`` habit).
+        mask: (...) boolean, True where a position counts; None counts every position.
+
+    Returns:
+        ``(loss, dlogits)``: the mean loss over the ``n`` counted positions (a Python float) and
+        the (..., V) gradient, zero at positions that do not count.
+    """
+    V = logits.shape[-1]
+    counted = targets != -1
+    if mask is not None:
+        counted &= mask
+    n = int(counted.sum())
+    if n == 0:
+        raise ValueError("no position counts towards the loss: every target is -1 or masked out")
+    z = logits.reshape(-1, V)  # (N, V)
+    rows = np.arange(z.shape[0])
+    cols = np.where(counted, targets, 0).reshape(-1)  # any valid column at ignored positions
+    z = z - z.max(axis=1, keepdims=True)  # log softmax is shift-invariant; exp cannot overflow
+    z_target = z[rows, cols]  # (N,)
+    probs = np.exp(z, out=z)  # (N, V), reusing the shifted copy's memory
+    sumexp = probs.sum(axis=1)
+    nll = np.log(sumexp) - z_target  # (N,) -log softmax(logits)[target]
+    weight = counted.reshape(-1) * (1.0 / n)  # (N,) float64: 1/n where counted, else 0
+    loss = float(nll @ weight)
+    probs *= (weight / sumexp).astype(probs.dtype)[:, None]  # softmax, times 1/n where counted
+    probs[rows, cols] -= weight.astype(probs.dtype)  # minus onehot(target), times 1/n
+    return loss, probs.reshape(logits.shape)

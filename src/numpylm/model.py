@@ -26,11 +26,17 @@ import numpy as np
 from . import checkpoint
 from .layers import (
     attention,
+    attention_backward,
     causal_mask,
+    cross_entropy,
     embedding,
+    embedding_backward,
     gelu,
+    gelu_backward,
     layer_norm,
+    layer_norm_backward,
     linear,
+    linear_backward,
     merge_heads,
     split_heads,
 )
@@ -488,6 +494,127 @@ class GPT:
         u = keep("mlp.fc", linear(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"]))  # (B,T,4C)
         g = keep("mlp.gelu", gelu(u))
         return x + linear(g, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
+
+    # ----------------------------------------------------------------------------------------
+    # Training: the loss, and its gradient with respect to every parameter, written out by hand
+
+    def loss(self, ids: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None) -> float:
+        """The mean next-token cross-entropy, forward only (for evaluation); the arguments are
+        those of ``loss_and_grads``."""
+        ids2d, targets2d, mask2d = self._check_batch(ids, targets, mask)
+        return cross_entropy(self._forward(ids2d), targets2d, mask2d)[0]
+
+    def loss_and_grads(
+        self, ids: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None
+    ) -> tuple[float, dict[str, np.ndarray]]:
+        """The mean cross-entropy of predicting ``targets`` from ``ids``, and its gradient.
+
+        Args:
+            ids: (B, T) integer token ids (a (T,) array is one sequence), T <= n_ctx.
+            targets: integer array shaped like ``ids``: the token that should follow each
+                position (usually ``ids`` shifted by one). A target of -1 does not count.
+            mask: boolean array shaped like ``ids``, True where a position counts towards the
+                loss; None counts every position. It only selects which predictions are
+                scored: every token is still read and attended to.
+
+        Returns:
+            ``(loss, grads)``: the mean loss over the counted positions (a Python float), and
+            a dict with exactly the names and shapes of ``self.params``, in the model's dtype.
+
+        The backward pass walks the forward in reverse, reusing the activations it recorded;
+        each step is the ``*_backward`` twin in ``layers`` of a forward line.
+        """
+        ids2d, targets2d, mask2d = self._check_batch(ids, targets, mask)
+        p = self.params
+        acts: dict[str, np.ndarray] = {}
+        logits = self._forward(ids2d, acts=acts)  # (B, T, V)
+        loss, dlogits = cross_entropy(logits, targets2d, mask2d)
+        del logits  # the largest activation; its gradient has taken its place
+        grads: dict[str, np.ndarray] = {}
+
+        # logits = x @ wte.T: the tied LM head gives wte its first share of gradient
+        x = acts["ln_f.out"]  # (B, T, C)
+        V, C = p["wte.weight"].shape
+        grads["wte.weight"] = dlogits.reshape(-1, V).T @ x.reshape(-1, C)  # (V, C)
+        dx = dlogits @ p["wte.weight"]  # (B, T, C)
+        dx, grads["ln_f.weight"], grads["ln_f.bias"] = layer_norm_backward(
+            dx, acts["ln_f.in"], p["ln_f.weight"]
+        )
+        for i in reversed(range(self.config.n_layer)):
+            dx = self._block_backward(i, dx, acts, grads)
+        # x = wte[ids] + wpe[pos]: the embedding adds wte's second share
+        grads["wpe.weight"] = np.zeros_like(p["wpe.weight"])
+        embedding_backward(dx, ids2d, acts["pos"], grads["wte.weight"], grads["wpe.weight"])
+        return loss, {name: grads[name] for name in p}
+
+    def _block_backward(
+        self, i: int, dx: np.ndarray, acts: dict[str, np.ndarray], grads: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        """Backward of ``_block`` ``i``: (B, T, C) gradient of its output -> of its input.
+
+        Fills ``grads`` with the block's parameter gradients. A residual ``x = x + f(x)``
+        passes the gradient through unchanged and adds the branch's: ``dx + df``.
+        """
+        p, h = self.params, f"h.{i}."
+
+        def act(name: str) -> np.ndarray:
+            return acts[h + name]
+
+        def backward_linear(d: np.ndarray, x: np.ndarray, name: str) -> np.ndarray:
+            dx, grads[name + ".weight"], grads[name + ".bias"] = linear_backward(
+                d, x, p[name + ".weight"]
+            )
+            return dx
+
+        def backward_ln(d: np.ndarray, x: np.ndarray, name: str) -> np.ndarray:
+            dx, grads[name + ".weight"], grads[name + ".bias"] = layer_norm_backward(
+                d, x, p[name + ".weight"]
+            )
+            return dx
+
+        # x = x + linear(g, mlp.c_proj); g = gelu(u); u = linear(m, mlp.c_fc); m = ln_2(x)
+        dg = backward_linear(dx, act("mlp.gelu"), h + "mlp.c_proj")
+        du = gelu_backward(dg, act("mlp.fc"))  # (B, T, 4C)
+        dm = backward_linear(du, act("ln_2.out"), h + "mlp.c_fc")
+        dx = dx + backward_ln(dm, act("ln_2.in"), h + "ln_2")
+
+        # x = x + linear(y, attn.c_proj); y = attention(q, k, v); q, k, v = linear(ln_1(x))
+        dy = backward_linear(dx, act("attn.y"), h + "attn.c_proj")  # (B, T, C)
+        dy = split_heads(dy, self.config.n_head)  # (B, H, T, D)
+        dq, dk, dv = attention_backward(dy, act("q"), act("k"), act("v"), act("att"))
+        dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)
+        da = backward_linear(dqkv, act("ln_1.out"), h + "attn.c_attn")  # dqkv: (B, T, 3C)
+        return dx + backward_ln(da, act("ln_1.in"), h + "ln_1")
+
+    def _check_batch(
+        self, ids: np.ndarray, targets: np.ndarray, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Validate a training batch: (B, T) ids, targets in [-1, V), an optional (B, T) mask."""
+        ids2d = self._check_ids(ids)
+        B, T = ids2d.shape
+        if T > self.config.n_ctx:
+            raise ValueError(
+                f"sequences of {T} tokens exceed the model's context of n_ctx="
+                f"{self.config.n_ctx}; train on chunks of at most {self.config.n_ctx} tokens"
+            )
+        t = np.asarray(targets)
+        if t.dtype == bool or not np.issubdtype(t.dtype, np.integer):
+            raise TypeError(f"targets must be an integer array, got dtype {t.dtype}")
+        if t.shape != np.shape(ids):
+            raise ValueError(f"targets must have the shape of ids, {np.shape(ids)}, got {t.shape}")
+        t = t.reshape(B, T)
+        lo, hi = int(t.min()), int(t.max())
+        if lo < -1 or hi >= self.config.vocab_size:
+            raise ValueError(
+                f"target {lo if lo < -1 else hi} is out of range: targets are token ids 0 to "
+                f"{self.config.vocab_size - 1}, or -1 for a position that does not count"
+            )
+        if mask is None:
+            return ids2d, t, None
+        m = np.asarray(mask)
+        if m.shape != np.shape(ids):
+            raise ValueError(f"mask must have the shape of ids, {np.shape(ids)}, got {m.shape}")
+        return ids2d, t, m.astype(bool).reshape(B, T)
 
     # ----------------------------------------------------------------------------------------
     # Input checks: a clear message here instead of a traceback from deep inside NumPy.
