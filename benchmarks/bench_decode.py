@@ -1,0 +1,371 @@
+"""How fast numpylm writes text with GPT-2 124M, and how much memory it needs, next to
+Hugging Face ``transformers`` on torch CPU and next to what the machine's memory allows.
+
+Run from the repository root (about two minutes on 2 cores; ``--quick`` takes about 30 s)::
+
+    python benchmarks/bench_decode.py
+    python benchmarks/bench_decode.py --quick
+    python benchmarks/bench_decode.py --json out.json --markdown out.md
+
+What is measured, all in one run, with the same random GPT-2 124M weights for everyone
+(``GPT(GPTConfig(), seed=0)``, saved with ``save_pretrained`` and loaded back by both
+libraries, so both compute the same numbers and must write the same tokens):
+
+- **decode**: batch 1, a 16-token prompt, then 128 greedy tokens; tokens/s is new tokens over
+  the wall time of the whole generation (the prompt's forward pass included). Four contenders:
+  numpylm with its KV cache, numpylm without it (the whole sequence again every step, as
+  picoGPT does), and ``GPT2LMHeadModel`` with its cache and with ``use_cache=False``.
+- **prefill**: one forward pass over a 512-token prompt (filling a cache, logits of the last
+  position only), in tokens/s.
+- **peak RSS**: each contender runs in a fresh subprocess (load the checkpoint, run, read
+  ``ru_maxrss``), so every figure includes the interpreter, the libraries and the weights.
+- **memory bandwidth**: one thread per core, each summing its own slice of a 1 GiB array
+  (NumPy releases the GIL, so the threads stream memory at the same time). Decoding one token
+  has to read every weight once (~498 MB in float32), so bandwidth / weight bytes is the
+  fastest any decoder can go, and "share" says how close each one gets.
+
+Every timing is the best of ``--repeats`` runs: other work on the machine only ever slows a run
+down. The load average is printed so that a busy machine is visible in the results.
+
+To benchmark NumPy's OpenBLAS on a machine that sets OPENBLAS_CORETYPE (a work-around some
+images set for old OpenBLAS builds), unset it for this command only::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_decode.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from numpylm import GPTConfig
+from numpylm.model import param_shapes
+
+CONTENDERS = ("numpylm", "numpylm-nocache", "transformers", "transformers-nocache")
+PREFILL_CONTENDERS = ("numpylm", "transformers")
+
+
+@dataclass(frozen=True)
+class Settings:
+    prompt_len: int = 16
+    new_tokens: int = 128
+    prefill_len: int = 512
+    repeats: int = 3
+    threads: int = os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------------------------
+# Workers: each runs in its own process and prints one JSON line.
+
+
+def _best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
+    """Run ``fn`` ``repeats`` times; the best wall time, all of them, and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), times, result
+
+
+def _prompt(n: int, vocab: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab, n)
+
+
+def work_numpylm(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
+    from numpylm import GPT
+
+    model = GPT.from_pretrained(model_dir)
+    V = model.config.vocab_size
+    if task == "prefill":
+        ids = _prompt(s.prefill_len, V, seed=1)
+
+        def prefill() -> None:
+            model(ids, cache=model.new_cache(), last_only=True)
+
+        best, times, _ = _best_time(prefill, s.repeats)
+        return {"tokens_per_s": s.prefill_len / best, "times": times}
+
+    use_cache = task == "decode"
+    prompt = [int(i) for i in _prompt(s.prompt_len, V, seed=0)]
+
+    def decode() -> list[int]:
+        ids = list(prompt)
+        cache = model.new_cache() if use_cache else None
+        new = ids
+        for _ in range(s.new_tokens):
+            if cache is None:
+                logits = model(np.asarray(ids), last_only=True)  # the whole sequence again
+            else:
+                logits = model(np.asarray(new), cache=cache, last_only=True)
+            ids.append(int(np.argmax(logits[-1])))
+            new = ids[-1:]
+        return ids[len(prompt) :]
+
+    best, times, out = _best_time(decode, s.repeats if use_cache else 1)
+    return {"tokens_per_s": s.new_tokens / best, "times": times, "ids": out}
+
+
+def work_transformers(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    torch.set_num_threads(s.threads)
+    model = GPT2LMHeadModel.from_pretrained(model_dir).eval()
+    V = model.config.vocab_size
+    with torch.inference_mode():
+        if task == "prefill":
+            ids_t = torch.from_numpy(_prompt(s.prefill_len, V, seed=1))[None]
+
+            def prefill() -> None:
+                model(ids_t, use_cache=True, logits_to_keep=1)
+
+            best, times, _ = _best_time(prefill, s.repeats)
+            return {"tokens_per_s": s.prefill_len / best, "times": times}
+
+        use_cache = task == "decode"
+        prompt = torch.from_numpy(_prompt(s.prompt_len, V, seed=0))[None]
+
+        def decode() -> list[int]:
+            ids, past, new = prompt, None, prompt
+            out = []
+            for _ in range(s.new_tokens):
+                if use_cache:
+                    r = model(new, past_key_values=past, use_cache=True, logits_to_keep=1)
+                    past = r.past_key_values
+                else:
+                    r = model(ids, use_cache=False, logits_to_keep=1)
+                new = r.logits[:, -1].argmax(-1, keepdim=True)
+                ids = torch.cat([ids, new], dim=1)
+                out.append(int(new))
+            return out
+
+        best, times, out = _best_time(decode, s.repeats if use_cache else 1)
+    return {"tokens_per_s": s.new_tokens / best, "times": times, "ids": out}
+
+
+def work_bandwidth(s: Settings) -> dict[str, Any]:
+    """Read bandwidth with one thread per core, each summing its own part of a 1 GiB array."""
+    data = np.ones(2**28, dtype=np.float32)  # 1 GiB, touched once so the pages exist
+    parts = np.array_split(data, s.threads)
+    with ThreadPoolExecutor(s.threads) as pool:
+        best, times, _ = _best_time(lambda: list(pool.map(np.sum, parts)), 5 * s.repeats)
+    return {"gb_per_s": data.nbytes / best / 1e9, "times": times}
+
+
+def worker(argv: list[str]) -> None:
+    who, task, model_dir, settings_json = argv
+    s = Settings(**json.loads(settings_json))
+    if who == "bandwidth":
+        result = work_bandwidth(s)
+    elif who == "numpylm":
+        result = work_numpylm(model_dir, task, s)
+    else:
+        result = work_transformers(model_dir, task, s)
+    result["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    Linux's ``VmHWM`` starts afresh when the worker's program starts; ``ru_maxrss`` would also
+    count the benchmark process the worker was forked from."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib * 1024 / 1e6
+
+
+def run_worker(who: str, task: str, model_dir: str, s: Settings) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", who, task, model_dir, json.dumps(vars(s))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{who} {task} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# The run and its report.
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "load_average_start": os.getloadavg()[0],
+    }
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        if blas:
+            b = blas[0]
+            info["numpy_blas"] = (
+                f"{b['internal_api']} {b['version']} ({b.get('architecture')} kernels, "
+                f"{b['num_threads']} threads)"
+            )
+    except ImportError:
+        info["numpy_blas"] = "unknown (pip install threadpoolctl to see it)"
+    try:
+        import torch
+        import transformers
+
+        info["torch"] = torch.__version__
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def weight_bytes_per_token(config: GPTConfig) -> int:
+    """Bytes of float32 weights one decoding step reads: every parameter once, except the
+    position table, of which it reads a single row."""
+    shapes = param_shapes(config)
+    n = sum(math.prod(shape) for name, shape in shapes.items() if name != "wpe.weight")
+    return 4 * (n + config.n_embd)
+
+
+def make_checkpoint(model_dir: str) -> None:
+    """Save random GPT-2 124M weights (in a subprocess, so this process stays small)."""
+    code = (
+        "import sys; from numpylm import GPT, GPTConfig; "
+        "GPT(GPTConfig(), seed=0).save_pretrained(sys.argv[1])"
+    )
+    subprocess.run([sys.executable, "-c", code, model_dir], check=True)
+
+
+def run(s: Settings, contenders: tuple[str, ...]) -> dict[str, Any]:
+    info = machine_info()
+    results: dict[str, Any] = {"machine": info, "settings": vars(s), "decode": {}, "prefill": {}}
+    with tempfile.TemporaryDirectory(prefix="numpylm-bench-") as model_dir:
+        make_checkpoint(model_dir)
+        per_token = weight_bytes_per_token(GPTConfig())
+        bw = run_worker("bandwidth", "-", model_dir, s)
+        results["bandwidth_gb_per_s"] = bw["gb_per_s"]
+        results["weight_mb_per_token"] = per_token / 1e6
+        limit = bw["gb_per_s"] * 1e9 / per_token
+        results["decode_limit_tokens_per_s"] = limit
+        for name in contenders:
+            who, _, nocache = name.partition("-")
+            print(f"  {name}: decode ...", file=sys.stderr, flush=True)
+            r = run_worker(who, "decode-nocache" if nocache else "decode", model_dir, s)
+            r["share_of_limit"] = r["tokens_per_s"] / limit
+            results["decode"][name] = r
+            if name in PREFILL_CONTENDERS:
+                print(f"  {name}: prefill ...", file=sys.stderr, flush=True)
+                results["prefill"][name] = run_worker(who, "prefill", model_dir, s)
+    info["load_average_end"] = os.getloadavg()[0]
+    ids = [r["ids"] for r in results["decode"].values()]
+    results["same_tokens"] = all(i == ids[0] for i in ids)
+    return results
+
+
+def markdown(r: dict[str, Any]) -> str:
+    s, m = r["settings"], r["machine"]
+    ref = r["decode"].get("transformers", {}).get("tokens_per_s")
+    ref_prefill = r["prefill"].get("transformers", {}).get("tokens_per_s")
+    lines = [
+        f"GPT-2 124M, float32, batch 1; decode: {s['prompt_len']}-token prompt + "
+        f"{s['new_tokens']} greedy tokens; prefill: {s['prefill_len']} tokens; "
+        f"best of {s['repeats']}; {s['threads']} threads.",
+        "",
+        "| contender | decode tok/s | vs transformers | share of limit | prefill tok/s "
+        "| vs transformers | peak RSS (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, d in r["decode"].items():
+        p = r["prefill"].get(name)
+        cells = [
+            name,
+            f"{d['tokens_per_s']:.1f}",
+            f"{d['tokens_per_s'] / ref:.2f}x" if ref else "-",
+            f"{d['share_of_limit']:.0%}",
+            f"{p['tokens_per_s']:.0f}" if p else "",
+            f"{p['tokens_per_s'] / ref_prefill:.2f}x" if p and ref_prefill else "",
+            f"{max(d['peak_rss_mb'], p['peak_rss_mb'] if p else 0):.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Memory bandwidth ({s['threads']} threads): {r['bandwidth_gb_per_s']:.1f} GB/s; "
+        f"weights read per token: {r['weight_mb_per_token']:.1f} MB; decode limit: "
+        f"{r['decode_limit_tokens_per_s']:.0f} tok/s. "
+        f"Same greedy tokens from every contender: {'yes' if r['same_tokens'] else 'NO'}.",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, NumPy {m['numpy']} "
+        f"with {m.get('numpy_blas', '?')}; torch {m.get('torch', '-')}, transformers "
+        f"{m.get('transformers', '-')}; OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}; load "
+        f"average {m['load_average_start']:.2f} at start, {m['load_average_end']:.2f} at end.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--worker"]:
+        worker(argv[1:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run to check the setup")
+    parser.add_argument("--prompt-len", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prefill-len", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3, help="timings are the best of these")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=CONTENDERS,
+        default=list(CONTENDERS),
+        help="run these contenders only",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    args = parser.parse_args(argv)
+    s = Settings(args.prompt_len, args.new_tokens, args.prefill_len, args.repeats, args.threads)
+    if args.quick:
+        s = Settings(s.prompt_len, 32, 128, 1, s.threads)
+    for name, value in (("--new-tokens", s.new_tokens), ("--repeats", s.repeats)):
+        if value < 1:
+            parser.error(f"{name} must be >= 1, got {value}")
+    if not 1 <= s.prompt_len or s.prompt_len + s.new_tokens > 1024 or s.prefill_len > 1024:
+        parser.error("the prompt plus the new tokens, and the prefill, must fit in 1024 tokens")
+    results = run(s, tuple(args.only))
+    table = markdown(results)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(table)
+
+
+if __name__ == "__main__":
+    main()
