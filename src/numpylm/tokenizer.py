@@ -55,8 +55,14 @@ def bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
+@lru_cache(maxsize=1)
+def _unicode_to_bytes() -> dict[str, int]:
+    """The inverse of ``bytes_to_unicode``, built once (it is used for every token of a vocab)."""
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
 def _to_bytes(token: str) -> bytes:
-    inverse = {c: b for b, c in bytes_to_unicode().items()}
+    inverse = _unicode_to_bytes()
     try:
         return bytes(inverse[c] for c in token)
     except KeyError as e:
