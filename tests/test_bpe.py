@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from numpylm import Tokenizer, train_bpe
 from numpylm.bpe import encode_with_merges, ranks_from_merges, train_bpe_merges
-from numpylm.tokenizer import GPT2_PATTERN
+from numpylm.tokenizer import GPT2_PATTERN, merges_from_ranks
 
 WORDS = [
     "the", "king", "queen", "lord", "love", "death", "night", "sweet", "good", "thou", "thee",
@@ -183,7 +183,9 @@ def test_verbose_prints_each_merge(capsys: pytest.CaptureFixture[str]) -> None:
 def test_save_and_reload(
     tmp_path: Path, trained: tuple[list[tuple[bytes, bytes]], Tokenizer]
 ) -> None:
-    _, tok = trained
+    merges, tok = trained
+    # save_pretrained rebuilds the merge list from the ranks: it must be the learned one
+    assert merges_from_ranks(tok.encoding._mergeable_ranks) == merges
     tok.save_pretrained(tmp_path)
     again = Tokenizer.from_pretrained(tmp_path)
     assert again.n_vocab == tok.n_vocab and again.eot_id == tok.eot_id

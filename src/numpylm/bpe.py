@@ -51,8 +51,9 @@ def train_bpe(text: str, vocab_size: int, *, verbose: bool = False) -> Tokenizer
 
     The vocabulary is the 256 single bytes, ``vocab_size - 257`` learned merges and
     ``<|endoftext|>``, so ``train_bpe(text, 1024).n_vocab == 1024``. ``verbose`` prints each
-    merge as it is learned. Raises ValueError when ``vocab_size`` is below 257 or when ``text``
-    is too small to learn that many merges (the message says how large it can be).
+    merge as it is learned. ``<|endoftext|>`` inside ``text`` is learned from as plain text.
+    Raises ValueError when ``vocab_size`` is below 257 or when ``text`` is too small to learn
+    that many merges (the message says how large ``vocab_size`` can be for it).
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
