@@ -620,7 +620,13 @@ class GPT:
     # Input checks: a clear message here instead of a traceback from deep inside NumPy.
 
     def _check_ids(self, ids: np.ndarray | list[int] | list[list[int]]) -> np.ndarray:
-        arr = np.asarray(ids)
+        try:
+            arr = np.asarray(ids)
+        except ValueError:  # NumPy's words for a ragged list are about its internals
+            raise ValueError(
+                "token ids must form a (B, T) array, but the rows have different lengths; pad "
+                "them on the left and pass attention_mask (1 for tokens, 0 for padding)"
+            ) from None
         if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
             raise TypeError(
                 f"token ids must be an integer array, got dtype {arr.dtype}; tokenize text with "
