@@ -36,7 +36,7 @@ import heapq
 from collections import Counter, defaultdict
 from itertools import pairwise
 
-import regex  # type: ignore[import-untyped]
+import regex
 
 from .tokenizer import GPT2_PATTERN, Tokenizer
 
