@@ -6,8 +6,11 @@ numpylm generate "Who was the first president?" --model gpt2 --max-new-tokens 20
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .checkpoint import CheckpointError
 
@@ -51,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many tokens to generate at most (default: %(default)s)",
     )
     gen.set_defaults(run=_run_generate)
+    _add_train_parser(commands)
+    _add_eval_parser(commands)
     return parser
 
 
@@ -84,3 +89,186 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+# --- numpylm train / numpylm eval ------------------------------------------------------------
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _float_at_least(low: float, strict: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            bound = f"greater than {low:g}" if strict else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+
+    return parse
+
+
+def _tokenizer_spec(text: str) -> str:
+    from .train import parse_tokenizer_spec
+
+    try:
+        parse_tokenizer_spec(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _add_train_parser(commands: Any) -> None:
+    from .model import GPT2_SIZES
+    from .train import MODEL_PRESETS, TrainConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    tr = commands.add_parser(
+        "train",
+        help="train a model on a text file",
+        description=(
+            "Train a GPT on a UTF-8 text file (the last 10% is held out for validation), "
+            "saving checkpoints to DIR as a Hugging Face model directory. Ctrl-C saves and "
+            "stops; --resume continues exactly where the run stopped, with its own arguments "
+            "unless flags change them."
+        ),
+    )
+    tr.add_argument(
+        "--data", metavar="FILE", help="the text to train on (required unless --resume)"
+    )
+    tr.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory")
+    tr.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
+    flags: list[tuple[str, Callable[[str], Any], str, str]] = [
+        ("--tokenizer", _tokenizer_spec, "SPEC", "gpt2, bpe:SIZE (learn SIZE tokens) or a DIR"),
+        ("--n-layer", _positive_int, "N", "transformer blocks (overrides --config)"),
+        ("--n-head", _positive_int, "N", "attention heads (overrides --config)"),
+        ("--n-embd", _positive_int, "N", "channels (overrides --config)"),
+        ("--n-ctx", _positive_int, "N", "context length in tokens (overrides --config)"),
+        ("--steps", _positive_int, "N", "optimiser steps in total"),
+        ("--batch-size", _positive_int, "B", "windows of n_ctx tokens per step"),
+        ("--lr", _float_at_least(0.0, strict=True), "LR", "peak learning rate"),
+        ("--min-lr", _float_at_least(0.0, strict=False), "LR", "final learning rate (lr/10)"),
+        ("--warmup", _nonnegative_int, "N", "steps of linear learning-rate warm-up"),
+        ("--weight-decay", _float_at_least(0.0, strict=False), "W", "AdamW weight decay"),
+        ("--grad-clip", _float_at_least(0.0, strict=False), "G", "gradient-norm clip, 0 = off"),
+        ("--eval-every", _positive_int, "K", "steps between validation losses"),
+        ("--eval-batches", _nonnegative_int, "N", "validation batches per evaluation, 0 = all"),
+        ("--save-every", _positive_int, "K", "steps between checkpoints (eval-every)"),
+        ("--seed", _nonnegative_int, "S", "seed of the initial weights and the batches"),
+    ]
+    tr.add_argument(
+        "--config",
+        choices=[*MODEL_PRESETS, *GPT2_SIZES],
+        help=f"the model shape by name (default: {default['config']}): "
+        + "; ".join(
+            f"{k}: {v[0]} layers of {v[2]}, context {v[3]}" for k, v in MODEL_PRESETS.items()
+        )
+        + ", or a GPT-2 size",
+    )
+    for flag, kind, metavar, text in flags:
+        name = flag.removeprefix("--").replace("-", "_")
+        shown = default[name]
+        tr.add_argument(
+            flag, type=kind, metavar=metavar, help=text if shown is None else f"{text} ({shown})"
+        )
+    tr.add_argument("--dtype", choices=["float32", "float64"], help="float32 (default) or float64")
+    tr.set_defaults(run=_run_train, parser=tr)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, TrainingDiverged, resume_config, train
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    try:
+        if args.resume:
+            cfg = resume_config(args.out, **given)
+        elif args.data is None:
+            args.parser.error("--data FILE is required (except with --resume)")
+        else:
+            cfg = TrainConfig(**given)
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        args.parser.error(str(e))
+    try:
+        result = train(cfg, resume=args.resume)
+    except TrainingDiverged as e:
+        print(f"numpylm: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"numpylm: stopped at once (second Ctrl-C); {cfg.out} keeps its last checkpoint",
+            file=sys.stderr,
+        )
+        return 130
+    if result.interrupted:
+        print(
+            f"numpylm: interrupted: saved step {result.step} to {cfg.out}; continue with "
+            f"`numpylm train --out {cfg.out} --resume`",
+            file=sys.stderr,
+        )
+        return 130
+    last = result.history[-1] if result.history else {}
+    print(
+        f"trained {result.step} steps; validation loss {last.get('val_loss', math.nan):.4f} "
+        f"at step {last.get('step')}; the model is in {cfg.out}"
+    )
+    return 0
+
+
+def _add_eval_parser(commands: Any) -> None:
+    ev = commands.add_parser(
+        "eval",
+        help="measure a model's loss on a text file",
+        description=(
+            "Mean cross-entropy over non-overlapping windows of n_ctx tokens, perplexity, "
+            "and nats per character (total nats / characters predicted: comparable across "
+            "tokenizers, e.g. with character-level models)."
+        ),
+    )
+    ev.add_argument("--model", "-m", required=True, metavar="NAME_OR_DIR", help="the model")
+    ev.add_argument("--data", required=True, metavar="FILE", help="a UTF-8 text file")
+    ev.add_argument(
+        "--split",
+        choices=["val", "train", "all"],
+        default="val",
+        help="val: the last 10%% of the text (as training holds out); train: the rest; all "
+        "(default: %(default)s)",
+    )
+    ev.add_argument("--batch-size", type=_positive_int, metavar="B", help="windows per batch")
+    ev.add_argument(
+        "--max-batches", type=_positive_int, metavar="N", help="evaluate only N batches"
+    )
+    ev.set_defaults(run=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .data import read_text, split_text
+    from .loading import load
+    from .train import evaluate
+
+    model, tokenizer = load(args.model)
+    text = read_text(args.data)
+    if args.split != "all":
+        text = split_text(text)[0 if args.split == "train" else 1]
+    r = evaluate(model, tokenizer, text, batch_size=args.batch_size, max_batches=args.max_batches)
+    print(
+        f"{args.split} split of {args.data}: {int(r['tokens']):,} tokens, "
+        f"{int(r['chars']):,} characters predicted (windows of {model.config.n_ctx} tokens)\n"
+        f"loss                {r['loss']:.4f} nats per token\n"
+        f"perplexity          {r['perplexity']:.3f}\n"
+        f"nats per character  {r['nats_per_char']:.4f}\n"
+        f"bits per character  {r['bits_per_char']:.4f}"
+    )
+    return 0

@@ -1,0 +1,647 @@
+"""Training a GPT on a text file: the loop, its checkpoints, and evaluation.
+
+One training step is the whole story of learning, in four lines of ``train``:
+
+    x, y = get_batch(...)                      # B random windows of text, and the next tokens
+    loss, grads = model.loss_and_grads(x, y)   # how wrong the predictions are, and which way
+    clip_grad_norm(grads, grad_clip)           #   each weight should move to be less wrong
+    optimizer.step(grads, lr=lr)               # move every weight a little that way
+
+Everything else is bookkeeping that a real run needs: a learning-rate schedule, a validation
+loss now and then (on text the model never trains on, so that it measures generalisation, not
+memory), checkpoints, and resuming.
+
+The run directory
+-----------------
+``--out DIR`` is a Hugging Face model directory at every moment, so ``GPT.from_pretrained(DIR)``,
+``numpylm generate --model DIR`` and ``transformers`` can read it while training goes on:
+
+- ``config.json``, ``model.safetensors``: the model (``GPT.save_pretrained``),
+- ``vocab.json``, ``merges.txt``, ``tokenizer_config.json``: the tokenizer,
+- ``optimizer.safetensors``: AdamW's moments and step count,
+- ``trainer_state.json``: the step, the batch generator's state, the training arguments, the
+  loss of every step and the evaluations, and the sha256 of each file above,
+- ``data/``: the token ids of the text, cached (see ``data.py``).
+
+How a checkpoint is saved, so that a crash at any moment leaves a good one
+--------------------------------------------------------------------------
+The files of a checkpoint must agree with each other (weights, optimiser and step from the same
+moment), but several files cannot be replaced in one atomic operation. So a save is a small
+journal:
+
+1. Every file is written into ``DIR/.incoming/`` (each flushed to disk), ``trainer_state.json``
+   last. The checkpoint in ``DIR`` itself is untouched: a crash now leaves it as it was, and
+   the half-written ``.incoming`` is deleted the next time the directory is opened.
+2. ``.incoming`` is renamed to ``.commit``. A rename is atomic: this is the moment the new
+   checkpoint becomes the real one.
+3. The files are moved from ``.commit`` into ``DIR`` one by one (each move atomic),
+   ``trainer_state.json`` last, and ``.commit`` is removed. A crash in this step leaves
+   ``.commit`` behind; opening the directory finishes the moves ("rolls forward").
+
+Within one run ``config.json`` and the tokenizer never change, so a reader that knows nothing of
+the journal (``transformers``) still always sees weights and config that belong together.
+Resuming checks every file against the sha256 recorded in ``trainer_state.json``, so a file
+that is truncated or damaged later (a full disk, a bad copy) is reported, never trained on.
+
+Resuming is exact: the weights, the optimiser state and the batch generator's state are saved
+bit for bit and the learning rate is a function of the step, so an interrupted and resumed run
+computes the same losses as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint
+from .checkpoint import CheckpointError
+from .data import (
+    TextData,
+    chars_per_token,
+    eval_windows,
+    get_batch,
+    load_text_data,
+    read_text,
+    split_text,
+)
+from .model import GPT, GPTConfig
+from .optim import AdamW, clip_grad_norm, cosine_lr
+from .tokenizer import Tokenizer
+
+MODEL_PRESETS: dict[str, tuple[int, int, int, int]] = {  # name: (n_layer, n_head, n_embd, n_ctx)
+    "tiny": (2, 2, 64, 64),
+    "mini": (4, 4, 128, 128),
+    "small": (6, 6, 192, 256),
+    "medium": (8, 8, 256, 256),
+}
+"""Small shapes to train on a CPU, by name; ``--config`` also takes GPT-2's sizes (``gpt2``,
+``gpt2-medium``, ...), which are far too large to train in NumPy but fine to fine-tune a little."""
+
+TRAINER_STATE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+INCOMING = ".incoming"
+COMMIT = ".commit"
+CACHE_DIR = "data"
+STATE_FORMAT = "numpylm-trainer-state-1"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite; training stopped without saving it."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (``numpylm train`` has one flag per field).
+
+    Attributes:
+        data: the UTF-8 text file to train on (the last 10% of it is the validation text).
+        out: the run directory (see the module docstring).
+        tokenizer: ``gpt2`` (GPT-2's 50257 tokens), ``bpe:SIZE`` (train a byte-level BPE
+            vocabulary of SIZE tokens on the training text), or a directory holding
+            ``vocab.json`` + ``merges.txt``.
+        config: the model shape by name: one of ``MODEL_PRESETS`` or a GPT-2 size.
+        n_layer, n_head, n_embd, n_ctx: override single numbers of ``config``.
+        steps: optimiser steps in total (the learning-rate schedule ends there).
+        batch_size: windows per step; each step trains on ``batch_size * n_ctx`` tokens.
+        lr: the peak learning rate, reached after ``warmup`` steps.
+        min_lr: the learning rate at the end of the cosine decay (default ``lr / 10``).
+        warmup: steps of linear warm-up.
+        weight_decay: AdamW's decoupled weight decay (weight matrices and embeddings only).
+        grad_clip: clip the global gradient norm to this (0 turns clipping off).
+        eval_every: compute the validation loss every this many steps (and at the end).
+        eval_batches: validation batches per evaluation (windows spread evenly over the
+            validation text); 0 evaluates all of it.
+        save_every: write a checkpoint every this many steps (default ``eval_every``), and
+            always at the end.
+        seed: seeds the initial weights and the batch order.
+        dtype: ``float32`` or ``float64``.
+    """
+
+    data: str
+    out: str
+    tokenizer: str = "bpe:1024"
+    config: str = "mini"
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    n_ctx: int | None = None
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr: float | None = None
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_batches: int = 20
+    save_every: int | None = None
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        parse_tokenizer_spec(self.tokenizer)
+        if self.config not in MODEL_PRESETS:
+            GPTConfig.preset(self.config)  # raises with the list of GPT-2 sizes
+        for name in ("n_layer", "n_head", "n_embd", "n_ctx", "save_every"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 1)
+        for name in ("steps", "batch_size", "eval_every"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("warmup", "eval_batches", "seed"):
+            _check_int(name, getattr(self, name), 0)
+        if self.warmup > self.steps:
+            raise ValueError(f"warmup ({self.warmup}) must not exceed steps ({self.steps})")
+        for name in ("lr", "weight_decay", "grad_clip"):
+            _check_float(name, getattr(self, name))
+        if self.lr == 0:
+            raise ValueError("lr must be positive, got 0")
+        if self.min_lr is not None:
+            _check_float("min_lr", self.min_lr)
+            if self.min_lr > self.lr:
+                raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    def model_config(self, vocab_size: int) -> GPTConfig:
+        """The model's shape: the named ``config`` with the single overrides applied."""
+        if self.config in MODEL_PRESETS:
+            n_layer, n_head, n_embd, n_ctx = MODEL_PRESETS[self.config]
+            base = GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_ctx=n_ctx)
+        else:
+            base = GPTConfig.preset(self.config)
+        fields = ("n_layer", "n_head", "n_embd", "n_ctx")
+        changes = {k: getattr(self, k) for k in fields if getattr(self, k) is not None}
+        return dataclasses.replace(base, vocab_size=vocab_size, **changes)
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns.
+
+    Attributes:
+        out: the run directory, holding the last checkpoint.
+        step: optimiser steps done (including those before a resume).
+        losses: the training loss of every step, from the first.
+        history: one dict per evaluation: ``step``, ``val_loss``, ``train_loss`` (the mean
+            training loss since the previous evaluation), ``lr``.
+        interrupted: True when Ctrl-C stopped the run early (after saving).
+    """
+
+    out: Path
+    step: int
+    losses: list[float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def parse_tokenizer_spec(spec: str) -> tuple[str, int | None]:
+    """``gpt2`` -> ("gpt2", None); ``bpe:1024`` -> ("bpe", 1024); a directory -> ("dir", None)."""
+    if spec == "gpt2":
+        return "gpt2", None
+    if spec.startswith("bpe:"):
+        size = spec.removeprefix("bpe:")
+        if not size.isdigit() or int(size) < 257:
+            raise ValueError(
+                f"tokenizer {spec!r}: SIZE in bpe:SIZE must be a whole number >= 257 "
+                "(256 bytes + <|endoftext|>), e.g. bpe:1024"
+            )
+        return "bpe", int(size)
+    if Path(spec).is_dir():
+        return "dir", None
+    raise ValueError(
+        f"tokenizer must be 'gpt2', 'bpe:SIZE' or a directory with vocab.json and merges.txt, "
+        f"got {spec!r}"
+    )
+
+
+def make_tokenizer(spec: str, train_text: str) -> Tokenizer:
+    """The tokenizer a fresh run uses; ``bpe:SIZE`` learns it from the training text only, so
+    the validation text stays unseen."""
+    kind, size = parse_tokenizer_spec(spec)
+    if kind == "gpt2":
+        return Tokenizer.gpt2()
+    if kind == "dir":
+        return Tokenizer.from_pretrained(spec)
+    from .bpe import train_bpe
+
+    assert size is not None
+    return train_bpe(train_text, size)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(
+    model: GPT,
+    tokenizer: Tokenizer,
+    text: str,
+    *,
+    batch_size: int | None = None,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """The model's loss on ``text``, over non-overlapping windows of ``n_ctx`` tokens.
+
+    Returns a dict with:
+
+    - ``loss``: mean cross-entropy per predicted token, in nats,
+    - ``perplexity``: ``exp(loss)``, the number of equally likely tokens the model is as unsure
+      as,
+    - ``nats_per_char``: total nats / number of characters predicted. It does not depend on
+      the tokenizer (a vocabulary of long tokens has a high loss per token but few tokens), so
+      it compares with character-level models such as nanoGPT's Shakespeare,
+    - ``bits_per_char``: the same in bits,
+    - ``tokens``, ``chars``: how many were predicted (the first token of the text has no
+      context and is not; every other is, once).
+
+    ``max_batches`` limits the work to that many batches of windows spread evenly over the
+    text; ``batch_size`` defaults to what keeps the logits under about 256 MB.
+    """
+    ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
+    return evaluate_ids(
+        model, ids, chars_per_token(tokenizer), batch_size=batch_size, max_batches=max_batches
+    )
+
+
+def evaluate_ids(
+    model: GPT,
+    ids: np.ndarray,
+    char_counts: np.ndarray,
+    *,
+    batch_size: int | None = None,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """``evaluate`` for text already encoded: ``ids`` (N,), ``char_counts`` (V,) from
+    ``data.chars_per_token``."""
+    T, V = model.config.n_ctx, model.config.vocab_size
+    if batch_size is None:
+        batch_size = int(np.clip(2**28 // (T * V * model.dtype.itemsize), 1, 64))
+    x, y = eval_windows(ids, T)  # (W, T) each
+    if max_batches:
+        n = min(len(x), max_batches * batch_size)
+        pick = np.linspace(0, len(x) - 1, n).round().astype(np.int64)
+        x, y = x[pick], y[pick]
+    total_nats = 0.0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        total_nats += model.loss(xb, yb) * int((yb >= 0).sum())  # mean -> sum
+    n_tokens = int((y >= 0).sum())
+    n_chars = int(char_counts[y[y >= 0]].sum())
+    loss = total_nats / n_tokens
+    per_char = total_nats / n_chars if n_chars else math.nan
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss) if loss < 700 else math.inf,
+        "nats_per_char": per_char,
+        "bits_per_char": per_char / math.log(2),
+        "tokens": float(n_tokens),
+        "chars": float(n_chars),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(
+    out: Path, model: GPT, tokenizer: Tokenizer, optimizer: AdamW, state: dict[str, Any]
+) -> None:
+    """Write a complete checkpoint to ``out`` with the journal described in the module
+    docstring. ``state`` goes to ``trainer_state.json``, with the files' sha256 added."""
+    recover(out)
+    incoming = out / INCOMING
+    incoming.mkdir(parents=True)
+    model.save_pretrained(incoming)
+    tokenizer.save_pretrained(incoming)
+    checkpoint.write_safetensors(incoming / OPTIMIZER_FILE, optimizer.state_dict())
+    digests = {p.name: _sha256_file(p) for p in sorted(incoming.iterdir())}
+    checkpoint.write_json(incoming / TRAINER_STATE, {**state, "files": digests})
+    _fsync_dir(incoming)
+    os.replace(incoming, out / COMMIT)  # the commit point
+    _fsync_dir(out)
+    _install(out)
+
+
+def _install(out: Path) -> None:
+    """Move the committed files from ``.commit`` into ``out``, ``trainer_state.json`` last."""
+    commit = out / COMMIT
+    names = sorted(p.name for p in commit.iterdir())
+    names.sort(key=lambda name: name == TRAINER_STATE)  # stable: only moves it to the end
+    for name in names:
+        os.replace(commit / name, out / name)
+    _fsync_dir(out)
+    commit.rmdir()
+
+
+def recover(out: Path) -> None:
+    """Bring ``out`` back to one consistent checkpoint after a crash during a save: finish a
+    committed save, delete a half-written one."""
+    if (out / COMMIT).is_dir():
+        _install(out)
+    if (out / INCOMING).exists():
+        shutil.rmtree(out / INCOMING)
+
+
+def load_checkpoint(out: Path) -> tuple[GPT, Tokenizer, dict[str, np.ndarray], dict[str, Any]]:
+    """Open the checkpoint in ``out`` for resuming: (model, tokenizer, optimiser state, trainer
+    state), after checking every file against its recorded sha256.
+
+    Raises:
+        CheckpointError: no checkpoint, or a file that is missing, truncated or corrupt. The
+            message names the file; nothing in ``out`` is changed.
+    """
+    if not (out / TRAINER_STATE).is_file() and not (out / COMMIT).is_dir():
+        raise CheckpointError(
+            f"{out} has no {TRAINER_STATE}: there is no training run to resume there "
+            "(leave out --resume to start one)"
+        )
+    recover(out)
+    state = checkpoint.read_json(out / TRAINER_STATE)
+    if state.get("format") != STATE_FORMAT or not isinstance(state.get("files"), dict):
+        raise CheckpointError(
+            f"{out / TRAINER_STATE} is not a numpylm trainer state (format "
+            f"{state.get('format')!r}, expected {STATE_FORMAT!r})"
+        )
+    for name, digest in state["files"].items():
+        path = out / name
+        if not path.is_file():
+            raise CheckpointError(f"the checkpoint in {out} is incomplete: {name} is missing")
+        if _sha256_file(path) != digest:
+            raise CheckpointError(
+                f"{path} is corrupt or truncated: its sha256 differs from the one recorded in "
+                f"{TRAINER_STATE} when step {state.get('step')} was saved. The run cannot be "
+                "resumed from it exactly; restore the file from a copy, or start a new run"
+            )
+    model = GPT.from_pretrained(out, dtype=np.dtype(state["dtype"]))
+    tokenizer = Tokenizer.from_pretrained(out)
+    optimizer_state = checkpoint.read_safetensors(out / OPTIMIZER_FILE)
+    return model, tokenizer, optimizer_state, state
+
+
+def resume_config(out: str | os.PathLike[str], **changes: Any) -> TrainConfig:
+    """The ``TrainConfig`` a run in ``out`` was started with, with ``changes`` applied (for
+    example ``steps=5000`` to train longer)."""
+    path = Path(out) / TRAINER_STATE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{out} has no {TRAINER_STATE}: there is no training run to resume there "
+            "(leave out --resume to start one)"
+        )
+    saved = checkpoint.read_json(path).get("args")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path} has no training arguments ('args')")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, **changes})
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (the renames in it) to disk; a no-op where directories
+    cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train a model as ``cfg`` says, checkpointing to ``cfg.out``; see the module docstring.
+
+    With ``resume``, continue the run saved in ``cfg.out`` exactly where it stopped (the model
+    shape and tokenizer come from the checkpoint; ``cfg.steps`` may be larger than before).
+    Ctrl-C finishes the current step, saves, and returns with ``interrupted=True``; a second
+    Ctrl-C stops at once without saving.
+
+    Raises:
+        TrainingDiverged: the loss or gradient norm became NaN or infinite. The last
+            checkpoint saved before it is kept.
+        CheckpointError: ``resume`` without a usable checkpoint, or a fresh run into a
+            directory that already holds one.
+    """
+    out = Path(cfg.out)
+    text = read_text(cfg.data)
+    if resume:
+        model, tokenizer, optimizer_state, state = load_checkpoint(out)
+        _check_resumable(cfg, state, text, model)
+        step = int(state["step"])
+        losses = [float(v) for v in state["losses"]]
+        history = list(state["history"])
+        elapsed = float(state.get("elapsed", 0.0))
+    else:
+        recover(out)
+        if (out / TRAINER_STATE).is_file():
+            raise CheckpointError(
+                f"{out} already holds a training run (step "
+                f"{checkpoint.read_json(out / TRAINER_STATE).get('step')}): pass --resume to "
+                "continue it, or choose another --out"
+            )
+        train_text, _ = split_text(text)
+        tokenizer = make_tokenizer(cfg.tokenizer, train_text)
+        model = GPT(cfg.model_config(tokenizer.n_vocab), seed=cfg.seed, dtype=np.dtype(cfg.dtype))
+        step, losses, history, elapsed = 0, [], [], 0.0
+
+    data = load_text_data(cfg.data, tokenizer, out / CACHE_DIR, text=text)
+    T = model.config.n_ctx
+    for name, ids in (("training", data.train), ("validation", data.val)):
+        if len(ids) <= T:
+            raise ValueError(
+                f"the {name} text has {len(ids)} tokens, but a window of n_ctx + 1 = {T + 1} "
+                f"is needed: use more text or a smaller --n-ctx"
+            )
+    optimizer = AdamW(model.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The batch generator is seeded apart from the weights' (both come from cfg.seed).
+    rng = np.random.default_rng([cfg.seed, 1])
+    if resume:
+        optimizer.load_state_dict(optimizer_state)
+        rng.bit_generator.state = state["rng"]
+    char_counts = chars_per_token(tokenizer)
+    min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
+    save_every = cfg.save_every or cfg.eval_every
+
+    def validation_loss() -> float:
+        return evaluate_ids(
+            model, data.val, char_counts, batch_size=cfg.batch_size, max_batches=cfg.eval_batches
+        )["loss"]
+
+    def save(at: int) -> None:
+        save_checkpoint(
+            out,
+            model,
+            tokenizer,
+            optimizer,
+            {
+                "format": STATE_FORMAT,
+                "step": at,
+                "rng": rng.bit_generator.state,
+                "args": {**dataclasses.asdict(cfg), "data": str(Path(cfg.data).resolve())},
+                "data_sha256": data.sha256,
+                "dtype": str(model.dtype),
+                "elapsed": elapsed + (time.perf_counter() - started),
+                "history": history,
+                "losses": losses,
+            },
+        )
+
+    from tqdm import tqdm
+
+    def log(message: str) -> None:
+        if progress:
+            tqdm.write(message)
+
+    _describe(model, tokenizer, data, cfg, resume, step, out, log)
+    started = time.perf_counter()
+    if step == 0 and not history:
+        history.append({"step": 0, "val_loss": validation_loss()})
+    if step >= cfg.steps:
+        return TrainResult(out, step, losses, history)
+    bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not progress, smoothing=0.1)
+    tokens_per_step = cfg.batch_size * T
+    since_eval = len(losses)
+    with bar, _deferred_sigint() as interrupted:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            lr = cosine_lr(
+                step, max_lr=cfg.lr, warmup_steps=cfg.warmup, total_steps=cfg.steps, min_lr=min_lr
+            )
+            x, y = get_batch(data.train, cfg.batch_size, T, rng)  # (B, T) each
+            loss, grads = model.loss_and_grads(x, y)
+            norm = clip_grad_norm(grads, cfg.grad_clip or math.inf)  # inf: measure, no clip
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                raise TrainingDiverged(
+                    f"training diverged at step {step + 1}: loss {loss}, gradient norm {norm} "
+                    f"(lr {lr:.3g}). Stopped without saving; {_last_saved(out)}. Try a lower "
+                    "--lr, a longer --warmup or --grad-clip 1"
+                )
+            optimizer.step(grads, lr=lr)
+            seconds = time.perf_counter() - t0  # the step alone, not the evaluations and saves
+            step += 1
+            losses.append(loss)
+
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                train_loss = float(np.mean(losses[since_eval:]))
+                since_eval = len(losses)
+                val = validation_loss()
+                history.append({"step": step, "train_loss": train_loss, "val_loss": val, "lr": lr})
+                log(f"step {step}: train loss {train_loss:.4f}, val loss {val:.4f}")
+            if step % save_every == 0 or step == cfg.steps or interrupted():
+                save(step)
+            bar.set_postfix_str(
+                f"loss {loss:.4f}, {tokens_per_step / seconds:,.0f} tok/s", refresh=False
+            )
+            bar.update()
+            if interrupted():
+                return TrainResult(out, step, losses, history, interrupted=True)
+    return TrainResult(out, step, losses, history)
+
+
+def _last_saved(out: Path) -> str:
+    if not (out / TRAINER_STATE).is_file():
+        return "no checkpoint had been saved yet"
+    return (
+        f"{out} keeps its last checkpoint, step {checkpoint.read_json(out / TRAINER_STATE)['step']}"
+    )
+
+
+def _check_resumable(cfg: TrainConfig, state: dict[str, Any], text: str, model: GPT) -> None:
+    """Refuse to resume with a different text or model: the run would not be the same run."""
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if sha != state.get("data_sha256"):
+        raise ValueError(
+            f"{cfg.data} is not the text this run was trained on (its sha256 differs from the "
+            f"one in {TRAINER_STATE}); resume with the original file, or start a new run"
+        )
+    if cfg.dtype != state["dtype"]:
+        raise ValueError(f"the run was trained in {state['dtype']}; cannot resume in {cfg.dtype}")
+    expected = cfg.model_config(model.config.vocab_size)
+    if expected != model.config:
+        raise ValueError(
+            f"the model in the checkpoint is {model.config}, but the arguments describe "
+            f"{expected}: the shape of a run cannot change when resuming"
+        )
+
+
+def _describe(
+    model: GPT,
+    tokenizer: Tokenizer,
+    data: TextData,
+    cfg: TrainConfig,
+    resume: bool,
+    step: int,
+    out: Path,
+    write: Callable[[str], None],
+) -> None:
+    c = model.config
+    write(
+        f"model: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} channels, context {c.n_ctx}, "
+        f"vocabulary {c.vocab_size}: {model.num_params():,} parameters ({model.dtype})"
+    )
+    write(
+        f"data: {data.n_chars:,} characters -> {len(data.train):,} training and "
+        f"{len(data.val):,} validation tokens; {cfg.batch_size * c.n_ctx:,} tokens per step"
+    )
+    write(f"{'resuming at' if resume else 'starting at'} step {step} of {cfg.steps} in {out}")
+
+
+@contextmanager
+def _deferred_sigint() -> Iterator[Callable[[], bool]]:
+    """Turn the first Ctrl-C into a request (``interrupted()`` becomes True) that the loop
+    answers after the current step, so the weights are never saved half-updated. A second
+    Ctrl-C raises KeyboardInterrupt at once. Only the main thread can own signal handlers;
+    elsewhere Ctrl-C keeps its usual meaning."""
+    pressed = [False]
+
+    def handle(signum: int, frame: object) -> None:
+        if pressed[0]:
+            raise KeyboardInterrupt
+        pressed[0] = True
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield lambda: pressed[0]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_float(name: str, value: object) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(float(value)) and float(value) >= 0):  # type: ignore[arg-type]
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
