@@ -6,9 +6,35 @@ transformer, its attention and its KV cache), and ``checkpoint`` (loading and sa
 
 from .bpe import train_bpe
 from .checkpoint import CheckpointError
+from .generate import Step, complete, complete_batch, generate, generate_batch, stream
 from .model import GPT, GPTConfig, KVCache
 from .optim import AdamW
+from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p
 from .tokenizer import Tokenizer
+from .trace import Trace, trace
 
-__all__ = ["GPT", "AdamW", "CheckpointError", "GPTConfig", "KVCache", "Tokenizer", "train_bpe"]
+__all__ = [
+    "GPT",
+    "AdamW",
+    "CheckpointError",
+    "GPTConfig",
+    "KVCache",
+    "Sampler",
+    "Step",
+    "Tokenizer",
+    "Trace",
+    "complete",
+    "complete_batch",
+    "generate",
+    "generate_batch",
+    "greedy",
+    "min_p",
+    "softmax",
+    "stream",
+    "temperature",
+    "top_k",
+    "top_p",
+    "trace",
+    "train_bpe",
+]
 __version__ = "0.1.0"

@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a prompt with generated text",
         description="Continue PROMPT one token at a time and print the new text.",
     )
-    gen.add_argument("prompt", metavar="PROMPT", help="the text to continue; '-' reads stdin")
+    gen.add_argument(
+        "prompt",
+        metavar="PROMPT",
+        help="the text to continue; '-' reads stdin (without its final newline)",
+    )
     gen.add_argument(
         "--model",
         "-m",
@@ -53,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="how many tokens to generate at most (default: %(default)s)",
     )
-    gen.set_defaults(run=_run_generate)
+    _add_sampling_flags(gen)
+    gen.set_defaults(run=_run_generate, parser=gen)
     _add_train_parser(commands)
     _add_eval_parser(commands)
     return parser
@@ -65,16 +70,162 @@ def _version() -> str:
     return __version__
 
 
-def _run_generate(args: argparse.Namespace) -> int:
-    from .generate import generate
-    from .loading import load
+# --- numpylm generate: sampling flags and the runner -----------------------------------------
 
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+
+def _checked(convert: Callable[[str], Any], check: Callable[[Any], Any]) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, then validate it with the sampler's own check, so
+    the command line and the Python API refuse the same values with the same message."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            kind = "a whole number" if convert is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        try:
+            return check(value)
+        except (TypeError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
+def _unescape(text: str) -> str:
+    r"""Stop strings from the shell: understand backslash escapes such as ``\n`` and ``\t``."""
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
+def _add_sampling_flags(gen: argparse.ArgumentParser) -> None:
+    from .sampling import penalties
+    from .sampling.min_p import check_min_p
+    from .sampling.temperature import check_temperature
+    from .sampling.top_k import check_top_k
+    from .sampling.top_p import check_top_p
+
+    def openai(name: str) -> Callable[[float], float]:
+        return lambda value: penalties.check_openai_penalty(name, value)
+
+    s = gen.add_argument_group(
+        "sampling", "applied in this order: penalties, temperature, top-k, top-p, min-p"
+    )
+    s.add_argument(
+        "--temperature",
+        "-t",
+        type=_checked(float, check_temperature),
+        default=1.0,
+        metavar="T",
+        help=">= 0; 0 is greedy, below 1 is more predictable, above 1 more surprising "
+        "(default: %(default)s)",
+    )
+    s.add_argument(
+        "--top-k", type=_checked(int, check_top_k), metavar="K", help="keep the K likeliest tokens"
+    )
+    s.add_argument(
+        "--top-p",
+        type=_checked(float, check_top_p),
+        metavar="P",
+        help="keep the likeliest tokens holding probability P, in (0, 1]",
+    )
+    s.add_argument(
+        "--min-p",
+        type=_checked(float, check_min_p),
+        metavar="P",
+        help="keep tokens at least P times as likely as the best, in [0, 1]",
+    )
+    s.add_argument(
+        "--repetition-penalty",
+        type=_checked(float, penalties.check_repetition_penalty),
+        default=1.0,
+        metavar="THETA",
+        help="> 0; push down tokens already in the text (CTRL; 1.2 is typical; default: 1)",
+    )
+    for name, what in [("frequency", "per earlier occurrence"), ("presence", "once it occurred")]:
+        s.add_argument(
+            f"--{name}-penalty",
+            type=_checked(float, openai(f"{name}_penalty")),
+            default=0.0,
+            metavar="A",
+            help=f"in [-2, 2]; subtract A from a generated token's score {what} (OpenAI's)",
+        )
+    s.add_argument(
+        "--seed",
+        type=_nonnegative_int,
+        metavar="S",
+        help="the same seed gives the same text (default: different every run)",
+    )
+    out = gen.add_argument_group("output")
+    out.add_argument(
+        "--stop",
+        action="append",
+        type=_unescape,
+        default=[],
+        metavar="TEXT",
+        help="end where TEXT appears, without it (repeatable; escapes like \\n work)",
+    )
+    out.add_argument(
+        "--num-samples",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="write N continuations, as one batch (default: %(default)s)",
+    )
+    out.add_argument(
+        "--trace",
+        action="store_true",
+        help="show every step: the context, the chosen token's probability, the alternatives",
+    )
+    out.add_argument(
+        "--no-stream", action="store_true", help="print the text when done, not as it is written"
+    )
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from .generate import complete_batch, stream
+    from .loading import load
+    from .trace import iter_trace, response_line
+
+    if args.trace and args.num_samples > 1:
+        args.parser.error("--trace follows one sequence: drop --num-samples")
+    prompt = sys.stdin.read().removesuffix("\n") if args.prompt == "-" else args.prompt
     model, tokenizer = load(args.model)
-    prompt_ids = tokenizer.encode(prompt) or [tokenizer.eot_id]
-    ids = generate(model, prompt_ids, args.max_new_tokens, eos_id=tokenizer.eot_id)
-    new = [int(i) for i in ids[len(prompt_ids) :] if i != tokenizer.eot_id]
-    print(prompt + tokenizer.decode(new))
+    options: dict[str, Any] = {
+        "max_new_tokens": args.max_new_tokens,
+        "stop": args.stop,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "repetition_penalty": args.repetition_penalty,
+        "frequency_penalty": args.frequency_penalty,
+        "presence_penalty": args.presence_penalty,
+        "seed": args.seed,
+    }
+    pieces: list[str] = []  # with --no-stream, everything is printed at the end
+
+    def write(text: str) -> None:
+        if args.no_stream:
+            pieces.append(text)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    if args.trace:
+        response = ""
+        for row in iter_trace(model, tokenizer, prompt, **options):
+            write(row.line() + "\n")
+            response += row.step.text
+        write(response_line(response) + "\n")
+    elif args.num_samples == 1:
+        write(prompt)
+        for step in stream(model, tokenizer, prompt, **options):
+            write(step.text)
+        write("\n")
+    else:
+        texts = complete_batch(model, tokenizer, prompt, num_samples=args.num_samples, **options)
+        for i, text in enumerate(texts, start=1):
+            write(f"--- sample {i} of {len(texts)} ---\n{prompt}{text}\n")
+    sys.stdout.write("".join(pieces))
     return 0
 
 

@@ -131,7 +131,8 @@ class Sampler:
             drawn from.
         """
         probs = self.probs(logits, history)
-        u = rng.random(probs.shape[0])  # (B,) one number per sequence, whatever the filters
+        # (B,) exactly one number per sequence, whatever the filters keep
+        u = np.asarray(rng.random(probs.shape[0]))
         return draw(probs, u), probs
 
 

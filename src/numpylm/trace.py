@@ -1,0 +1,145 @@
+"""The trace: watch the model write, one token at a time.
+
+For each step it shows what the model read, the token it chose with its probability, and the
+tokens it could have chosen instead, the picture of how an answer comes to be:
+
+    1. "Who was the first president?" -> " The" (40.1%)   alternatives: " George" 20.3%, ...
+    2. "Who was the first president? The" -> " first" (31.5%)   alternatives: ...
+    Response: "The first president was George Washington"
+
+The probabilities are the model's own (its softmax, before temperature, top-k and the other
+samplers), as in the story; ``Step.prob`` has the probability under the distribution the token
+was actually drawn from. ``numpylm.trace(...)`` returns the same data as records for notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .generate import Options, Step, stream
+from .model import GPT
+from .tokenizer import EOT, Tokenizer
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """One row of the trace.
+
+    Attributes:
+        number: the step, counting from 1.
+        context: the text the model read at this step (the prompt and the answer so far).
+        step: the generated token (see ``numpylm.generate.Step``).
+        alternatives: the most likely other tokens under the model, ``(id, token, prob)``.
+    """
+
+    number: int
+    context: str
+    step: Step
+    alternatives: list[tuple[int, str, float]]
+
+    @property
+    def prob(self) -> float:
+        """The chosen token's probability under the model."""
+        return math.exp(self.step.logprob)
+
+    def line(self, width: int | None = 70) -> str:
+        """The step as one line of text; a context longer than ``width`` characters shows its
+        end only (None: all of it)."""
+        context = self.context
+        if width is not None and len(context) > width:
+            context = "…" + context[len(context) - width + 1 :]
+        alts = ", ".join(f"{_quote(t)} {p:.1%}" for _, t, p in self.alternatives) or "none"
+        chosen = _quote(self.step.token)
+        return (
+            f"{self.number}. {_quote(context)} -> {chosen} ({self.prob:.1%})   alternatives: {alts}"
+        )
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A whole trace: the steps, and the response they add up to.
+
+    ``str(trace)`` is the table, one line per step and a closing ``Response:`` line.
+    """
+
+    prompt: str
+    steps: list[TraceStep]
+    response: str
+
+    def __str__(self) -> str:
+        return "\n".join([*(s.line() for s in self.steps), response_line(self.response)])
+
+
+def iter_trace(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    *,
+    max_new_tokens: int = 20,
+    stop: str | Sequence[str] | None = None,
+    alternatives: int = 4,
+    **options: Unpack[Options],
+) -> Iterator[TraceStep]:
+    """Generate from ``prompt`` (one sequence), yielding a ``TraceStep`` as each token is
+    chosen. The options are those of ``numpylm.stream``; ``alternatives`` is how many other
+    tokens each step lists. The response is the ``step.text`` of the steps joined."""
+    new_ids: list[int] = []
+    for s in stream(
+        model,
+        tokenizer,
+        prompt,
+        max_new_tokens=max_new_tokens,
+        stop=stop,
+        top_n=alternatives + 1,
+        **options,
+    ):
+        context = prompt + tokenizer.decode(new_ids)
+        others = [(i, t, math.exp(lp)) for i, t, lp in s.top_logprobs if i != s.token_id]
+        yield TraceStep(len(new_ids) + 1, context, s, others[:alternatives])
+        new_ids.append(s.token_id)
+
+
+def trace(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    *,
+    max_new_tokens: int = 20,
+    stop: str | Sequence[str] | None = None,
+    alternatives: int = 4,
+    **options: Unpack[Options],
+) -> Trace:
+    """Generate from ``prompt`` and record every step (see ``iter_trace``).
+
+    ``print(numpylm.trace(model, tokenizer, "Who was the first president?"))`` prints the
+    table; ``.steps`` holds the records.
+    """
+    steps = list(
+        iter_trace(
+            model,
+            tokenizer,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            stop=stop,
+            alternatives=alternatives,
+            **options,
+        )
+    )
+    return Trace(prompt, steps, "".join(s.step.text for s in steps))
+
+
+def response_line(response: str) -> str:
+    """The trace's closing line."""
+    return f"Response: {_quote(response)}"
+
+
+def _quote(text: str) -> str:
+    """Text in double quotes with newlines and tabs escaped; the end-of-text token bare."""
+    return text if text == EOT else json.dumps(text, ensure_ascii=False)
