@@ -62,7 +62,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -486,8 +486,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         optimizer.load_state_dict(optimizer_state)
         rng.bit_generator.state = state["rng"]
     char_counts = chars_per_token(tokenizer)
-    min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
-    save_every = cfg.save_every or cfg.eval_every
 
     def validation_loss() -> float:
         return evaluate_ids(
@@ -521,12 +519,82 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
 
     _describe(model, tokenizer, data, cfg, resume, step, out, log)
     started = time.perf_counter()
+
+    def next_batch() -> tuple[np.ndarray, np.ndarray]:
+        return get_batch(data.train, cfg.batch_size, T, rng)  # (B, T) each
+
+    return run_steps(
+        model,
+        optimizer,
+        cfg,
+        next_batch,
+        validation_loss,
+        save,
+        out=out,
+        step=step,
+        losses=losses,
+        history=history,
+        progress=progress,
+    )
+
+
+class Schedule(Protocol):
+    """What the step loop reads of a run's configuration (``TrainConfig`` and
+    ``finetune.FinetuneConfig`` both have these fields; see ``TrainConfig``)."""
+
+    @property
+    def steps(self) -> int: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def min_lr(self) -> float | None: ...
+    @property
+    def warmup(self) -> int: ...
+    @property
+    def grad_clip(self) -> float: ...
+    @property
+    def eval_every(self) -> int: ...
+    @property
+    def save_every(self) -> int | None: ...
+
+
+def run_steps(
+    model: GPT,
+    optimizer: AdamW,
+    cfg: Schedule,
+    next_batch: Callable[[], tuple[np.ndarray, np.ndarray]],
+    validation_loss: Callable[[], float],
+    save: Callable[[int], None],
+    *,
+    out: Path,
+    step: int,
+    losses: list[float],
+    history: list[dict[str, float]],
+    progress: bool = True,
+) -> TrainResult:
+    """The optimisation loop of ``train`` (and of ``finetune.finetune``), from ``step`` to
+    ``cfg.steps``: learning-rate schedule, gradient clipping, NaN stop, evaluations, saves,
+    the progress bar and Ctrl-C.
+
+    ``next_batch()`` gives (B, T) inputs and targets (-1 where a target does not count);
+    ``validation_loss()`` is called at step 0 of a fresh run, every ``cfg.eval_every`` steps
+    and at the end; ``save(step)`` writes a checkpoint. ``losses`` and ``history`` are
+    appended to in place. Only the parameters ``optimizer`` holds are trained, so building it
+    over a subset of ``model.params`` freezes the rest.
+    """
+    from tqdm import tqdm
+
+    def log(message: str) -> None:
+        if progress:
+            tqdm.write(message)
+
+    min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
+    save_every = cfg.save_every or cfg.eval_every
     if step == 0 and not history:
         history.append({"step": 0, "val_loss": validation_loss()})
     if step >= cfg.steps:
         return TrainResult(out, step, losses, history)
     bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not progress, smoothing=0.1)
-    tokens_per_step = cfg.batch_size * T
     since_eval = len(losses)
     with bar, _deferred_sigint() as interrupted:
         while step < cfg.steps:
@@ -534,8 +602,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
             lr = cosine_lr(
                 step, max_lr=cfg.lr, warmup_steps=cfg.warmup, total_steps=cfg.steps, min_lr=min_lr
             )
-            x, y = get_batch(data.train, cfg.batch_size, T, rng)  # (B, T) each
-            loss, grads = model.loss_and_grads(x, y)
+            x, y = next_batch()  # (B, T) each
+            loss, all_grads = model.loss_and_grads(x, y)
+            grads = {name: all_grads[name] for name in optimizer.params}  # not the frozen ones
             norm = clip_grad_norm(grads, cfg.grad_clip or math.inf)  # inf: measure, no clip
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 raise TrainingDiverged(
@@ -556,9 +625,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 log(f"step {step}: train loss {train_loss:.4f}, val loss {val:.4f}")
             if step % save_every == 0 or step == cfg.steps or interrupted():
                 save(step)
-            bar.set_postfix_str(
-                f"loss {loss:.4f}, {tokens_per_step / seconds:,.0f} tok/s", refresh=False
-            )
+            bar.set_postfix_str(f"loss {loss:.4f}, {x.size / seconds:,.0f} tok/s", refresh=False)
             bar.update()
             if interrupted():
                 return TrainResult(out, step, losses, history, interrupted=True)
