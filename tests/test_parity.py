@@ -208,3 +208,14 @@ def test_fixture_greedy_continuation(use_cache: bool) -> None:
     n = len(expected) - len(prompt)
     out = generate(model, prompt, n, temperature=0.0, use_cache=use_cache)
     np.testing.assert_array_equal(out, expected)
+
+
+def test_fixture_references_are_what_transformers_computes() -> None:
+    """Guards the fixture itself: its stored outputs come from its own files."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    hf = transformers.GPT2LMHeadModel.from_pretrained(FIXTURE).eval()
+    ids = load_npy("inputs.npy")
+    assert np.abs(hf_logits(hf, ids) - load_npy("logits.npy")).max() <= 1e-5
+    greedy = load_npy("greedy.npy")
+    assert hf_greedy(hf, greedy[:5].tolist(), len(greedy) - 5) == greedy.tolist()
