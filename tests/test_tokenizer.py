@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import tiktoken
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from numpylm import Tokenizer
 from numpylm.tokenizer import read_merges
@@ -90,6 +92,17 @@ def test_from_pretrained_matches_tiktoken(
 @pytest.mark.parametrize("text", SAMPLE)
 def test_decode_encode_round_trip(from_hf: Tokenizer, text: str) -> None:
     assert from_hf.decode(from_hf.encode(text)) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=60))
+def test_any_text_matches_tiktoken_and_round_trips(
+    from_hf: Tokenizer, reference: tiktoken.Encoding, text: str
+) -> None:
+    """Arbitrary Unicode (any code point but lone surrogates, which UTF-8 cannot hold)."""
+    ids = from_hf.encode(text)
+    assert ids == reference.encode(text, disallowed_special=())
+    assert from_hf.decode(ids) == text
 
 
 def test_tokens_shows_the_pieces(from_hf: Tokenizer) -> None:
