@@ -449,10 +449,12 @@ class _TextStream:
 
     def _release(self, final: bool) -> tuple[str, bool]:
         text = self._pending
-        hits = [i for i in (text.find(s) for s in self._stops) if i >= 0]
+        # (end, start) of each stop string's first occurrence: the one completed first wins,
+        # the same as if the text had come one character at a time.
+        hits = [(i + len(s), i) for s in self._stops if (i := text.find(s)) >= 0]
         if hits:
             self._pending = ""
-            return text[: min(hits)], True
+            return text[: min(hits)[1]], True
         hold = 0 if final else max((_overlap(text, s) for s in self._stops), default=0)
         self._pending = text[len(text) - hold :]
         return text[: len(text) - hold], False
