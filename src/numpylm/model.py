@@ -311,6 +311,7 @@ class GPT:
         mask buffers are skipped and ``lm_head.weight`` is tied to ``wte.weight``.
         """
         model_dir = checkpoint.resolve(name_or_path)
+        files = checkpoint.weight_files(model_dir)  # first: it explains a pickle-only directory
         config_path = model_dir / checkpoint.CONFIG_FILE
         if not config_path.is_file():
             raise checkpoint.CheckpointError(
@@ -318,7 +319,7 @@ class GPT:
             )
         config = GPTConfig.from_hf(checkpoint.read_json(config_path), source=str(config_path))
         tensors: dict[str, np.ndarray] = {}
-        for path in checkpoint.weight_files(model_dir):
+        for path in files:
             tensors |= checkpoint.read_safetensors(path)
         return cls(config, dtype=dtype, params=_from_hf_names(tensors, config, model_dir))
 
