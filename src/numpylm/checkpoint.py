@@ -141,7 +141,10 @@ def weight_files(model_dir: Path) -> list[Path]:
             '  python -c "from transformers import GPT2LMHeadModel as M; '
             f"M.from_pretrained('{model_dir}').save_pretrained('{model_dir}')\""
         )
-    raise CheckpointError(f"{model_dir} has no {WEIGHTS_FILE}: it is not a model directory")
+    raise CheckpointError(
+        f"{model_dir} has no {WEIGHTS_FILE}: it is not a model directory (one holds "
+        f"{CONFIG_FILE} and {WEIGHTS_FILE}, as save_pretrained writes them)"
+    )
 
 
 def read_safetensors(path: Path, skip: Iterable[str] = ()) -> dict[str, np.ndarray]:
