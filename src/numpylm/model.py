@@ -323,13 +323,23 @@ class GPT:
             tensors |= checkpoint.read_safetensors(path)
         return cls(config, dtype=dtype, params=_from_hf_names(tensors, config, model_dir))
 
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+    def save_pretrained(
+        self, directory: str | os.PathLike[str], dtype: np.dtype[Any] | type | None = None
+    ) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (Hugging Face's layout, readable by
-        ``transformers.GPT2LMHeadModel.from_pretrained``). Each file is replaced atomically."""
+        ``transformers.GPT2LMHeadModel.from_pretrained``). Each file is replaced atomically.
+
+        ``dtype`` (for example ``np.float16``, half the size on disk) converts the weights as
+        they are written; by default they keep the model's dtype. Loading converts back.
+        """
         out = Path(directory)
-        tensors = {f"transformer.{k}": v for k, v in self.params.items()}
+        stored = self.dtype if dtype is None else np.dtype(dtype)
+        if stored not in (np.float16, np.float32, np.float64):
+            raise ValueError(f"dtype must be float16, float32 or float64, got {stored}")
+        tensors = {f"transformer.{k}": v.astype(stored, copy=False) for k, v in self.params.items()}
         checkpoint.write_safetensors(out / checkpoint.WEIGHTS_FILE, tensors)
-        checkpoint.write_json(out / checkpoint.CONFIG_FILE, self.config.to_hf())
+        hf = self.config.to_hf() | {"torch_dtype": str(stored)}
+        checkpoint.write_json(out / checkpoint.CONFIG_FILE, hf)
         return out
 
     # ----------------------------------------------------------------------------------------
