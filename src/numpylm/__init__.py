@@ -7,6 +7,7 @@ transformer, its attention and its KV cache), and ``checkpoint`` (loading and sa
 from .bpe import train_bpe
 from .checkpoint import CheckpointError
 from .generate import Step, complete, complete_batch, generate, generate_batch, stream
+from .loading import load
 from .model import GPT, GPTConfig, KVCache
 from .optim import AdamW
 from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p
@@ -28,6 +29,7 @@ __all__ = [
     "generate",
     "generate_batch",
     "greedy",
+    "load",
     "min_p",
     "softmax",
     "stream",
