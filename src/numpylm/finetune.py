@@ -1,0 +1,626 @@
+"""Supervised fine-tuning (SFT): teaching a language model to answer, and to stop.
+
+A pretrained model only continues text. Asked "Count from 3 to 7.", a model trained on
+Shakespeare writes more Shakespeare. Fine-tuning shows it many examples of the behaviour we
+want, each a prompt and its response, written with one fixed template:
+
+    Question: Count from 3 to 7.
+    Answer: 3 4 5 6 7<|endoftext|>
+    |---- prompt: read, not scored ----|-- response: scored --|
+
+It is the same next-token training as pretraining (``train.run_steps``, AdamW, checkpoints),
+with two differences:
+
+1. The loss counts the response tokens only: a prompt position's target is -1, which
+   ``GPT.loss_and_grads`` skips. The model is not taught to write questions, only answers.
+2. Every response ends with ``<|endoftext|>`` (``tokenizer.eot_id``, appended as an id: the
+   tokenizer reads the text "<|endoftext|>" as plain characters), so the model learns where an
+   answer ends and generation can stop there.
+
+Generation then asks in the taught format: ``format_prompt`` writes the prompt part, and the
+model continues with the answer. The fine-tuned model's directory records its template in
+``prompt_template.json``, so ``numpylm generate --model DIR "Count from 3 to 7."`` wraps the
+question itself and stops at ``<|endoftext|>``.
+
+Examples of different lengths are batched by padding on the right: the padding's targets are
+-1 too, and causal attention means no real token ever looks at the padding after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint
+from .checkpoint import CheckpointError
+from .generate import generate_batch
+from .model import GPT
+from .optim import AdamW
+from .tokenizer import Tokenizer
+from .train import (
+    STATE_FORMAT,
+    TRAINER_STATE,
+    TrainResult,
+    _check_float,
+    _check_int,
+    load_checkpoint,
+    recover,
+    run_steps,
+    save_checkpoint,
+)
+
+TEMPLATE = "Question: {prompt}\nAnswer: {response}"
+"""The default prompt template. Everything before ``{response}`` is the prompt part, except the
+whitespace right before it: that belongs to the response, as a GPT-2 tokenizer attaches a space
+to the word after it (" 3" is the answer's first token, not "Answer: ")."""
+
+TEMPLATE_FILE = "prompt_template.json"
+"""Written into a fine-tuned model's directory: ``{"template": ...}``."""
+
+FROZEN_BY_FREEZE_EMBEDDINGS = ("wte.weight", "wpe.weight")
+
+
+class DataError(ValueError):
+    """A fine-tuning data file is unusable; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt and the response the model should learn to give."""
+
+    prompt: str
+    response: str
+
+
+# --------------------------------------------------------------------------------------------
+# The prompt template
+
+
+def split_template(template: str) -> tuple[str, str]:
+    """``template`` -> (prompt part, response part), e.g. ``TEMPLATE`` ->
+    ("Question: {prompt}\\nAnswer:", " {response}").
+
+    Raises:
+        ValueError: the template does not hold ``{prompt}`` once, then ``{response}`` once at
+            its very end (the end-of-text token follows the response).
+    """
+    if not isinstance(template, str):
+        raise TypeError(f"template must be a str, got {type(template).__name__}")
+    if (
+        template.count("{prompt}") != 1
+        or template.count("{response}") != 1
+        or not template.endswith("{response}")
+        or template.index("{prompt}") > template.index("{response}")
+    ):
+        raise ValueError(
+            f"template must contain {{prompt}} once and end with {{response}}, e.g. "
+            f"{TEMPLATE!r}; got {template!r}"
+        )
+    head = template.removesuffix("{response}")
+    prompt_part = head.rstrip()
+    return prompt_part, head[len(prompt_part) :] + "{response}"
+
+
+def format_prompt(prompt: str, template: str = TEMPLATE) -> str:
+    """The text a model is given to answer ``prompt``: ``"Question: {prompt}\\nAnswer:"``."""
+    return split_template(template)[0].replace("{prompt}", prompt)
+
+
+def format_response(response: str, template: str = TEMPLATE) -> str:
+    """The text the model should write after ``format_prompt``: ``" " + response``."""
+    return split_template(template)[1].replace("{response}", response)
+
+
+def format_example(prompt: str, response: str, template: str = TEMPLATE) -> str:
+    """The whole example as text (without the end-of-text token that follows it)."""
+    return format_prompt(prompt, template) + format_response(response, template)
+
+
+def encode_example(
+    tokenizer: Tokenizer, example: Example, template: str = TEMPLATE
+) -> tuple[list[int], int]:
+    """An example as token ids, and how many of them are the prompt.
+
+    Returns:
+        ``(ids, n_prompt)``: ``ids`` is the prompt's ids, then the response's, then
+        ``eot_id``; the first ``n_prompt`` are the prompt. The two parts are encoded apart,
+        exactly as generation sees them: the prompt as given, the answer as produced.
+        An empty prompt part becomes ``[eot_id]`` (GPT-2's start of text), as in generation.
+    """
+    prompt_ids = tokenizer.encode(format_prompt(example.prompt, template)) or [tokenizer.eot_id]
+    response_ids = tokenizer.encode(format_response(example.response, template))
+    return prompt_ids + response_ids + [tokenizer.eot_id], len(prompt_ids)
+
+
+def load_template(name_or_path: str | os.PathLike[str]) -> str | None:
+    """The template recorded in a fine-tuned model's directory, or None (not a local
+    directory, or not fine-tuned with numpylm)."""
+    path = Path(name_or_path) / TEMPLATE_FILE
+    if not path.is_file():
+        return None
+    template = checkpoint.read_json(path).get("template")
+    try:
+        split_template(template)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return str(template)
+
+
+# --------------------------------------------------------------------------------------------
+# Data: JSON Lines
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Example]:
+    """Read fine-tuning examples, one JSON object ``{"prompt": ..., "response": ...}`` a line
+    (blank lines are skipped).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DataError: the file holds no example, or bad lines: each is reported as
+            ``FILE:LINE: reason`` (at most 10 of them).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no data file at {str(p)!r}: check the --data path")
+    examples: list[Example] = []
+    problems: list[str] = []
+    n_bad = 0
+    for number, line in enumerate(p.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            examples.append(_parse_line(line))
+        except ValueError as e:
+            n_bad += 1
+            if len(problems) < 10:
+                problems.append(f"{p}:{number}: {e}")
+    if n_bad:
+        more = f"\n(and {n_bad - len(problems)} more)" if n_bad > len(problems) else ""
+        raise DataError(
+            f"{n_bad} bad line{'s' if n_bad > 1 else ''} in {p}; each line must be a JSON "
+            'object {"prompt": "...", "response": "..."}:\n' + "\n".join(problems) + more
+        )
+    if not examples:
+        raise DataError(
+            f"{p} holds no examples (it is empty); write one JSON object "
+            '{"prompt": "...", "response": "..."} a line'
+        )
+    return examples
+
+
+def _parse_line(line: bytes) -> Example:
+    """One line of a JSONL file -> an Example; ValueError says what is wrong with it."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {_json_kind(obj)}")
+    missing = [k for k in ("prompt", "response") if k not in obj]
+    if missing:
+        raise ValueError("missing key " + " and ".join(repr(k) for k in missing))
+    extra = sorted(set(obj) - {"prompt", "response"})
+    if extra:
+        raise ValueError(
+            "unexpected key " + ", ".join(repr(k) for k in extra) + " (only 'prompt' and "
+            "'response' are allowed)"
+        )
+    for key in ("prompt", "response"):
+        if not isinstance(obj[key], str):
+            raise ValueError(f"{key!r} must be a string, got {_json_kind(obj[key])}")
+    return Example(obj["prompt"], obj["response"])
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def write_jsonl(path: str | os.PathLike[str], examples: Iterable[Example]) -> Path:
+    """Write examples as JSON Lines (UTF-8, one object a line), atomically."""
+    lines = [
+        json.dumps({"prompt": e.prompt, "response": e.response}, ensure_ascii=False) + "\n"
+        for e in examples
+    ]
+    out = Path(path)
+    checkpoint.atomic_write_bytes(out, "".join(lines).encode("utf-8"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+
+
+def pad_batch(
+    rows: Sequence[tuple[Sequence[int], int]], pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded examples (``encode_example``'s ``(ids, n_prompt)``) -> one right-padded batch.
+
+    Returns:
+        x: (B, T) int64 inputs, ``ids[:-1]`` then ``pad_id``; T is the longest ``len(ids) - 1``.
+        y: (B, T) int64 targets, ``ids[1:]`` where a response token is predicted, -1 at the
+            prompt (the targets ``ids[1:n_prompt]``) and at the padding.
+    """
+    T = max(len(ids) for ids, _ in rows) - 1
+    x = np.full((len(rows), T), pad_id, dtype=np.int64)
+    y = np.full((len(rows), T), -1, dtype=np.int64)
+    for b, (ids, n_prompt) in enumerate(rows):
+        n = len(ids) - 1
+        x[b, :n] = ids[:-1]
+        # position t predicts ids[t + 1]; the response starts at ids[n_prompt]
+        y[b, n_prompt - 1 : n] = ids[n_prompt:]
+    return x, y
+
+
+def split_examples(
+    examples: Sequence[Example], val_fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """A random (seeded) ``val_fraction`` of the examples for validation, at least one; the
+    rest for training, in their original order."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    n_val = max(1, round(len(examples) * val_fraction))
+    if n_val >= len(examples):
+        raise DataError(
+            f"{len(examples)} example(s) cannot be split into training and validation "
+            f"(val_fraction={val_fraction}); give more examples"
+        )
+    is_val = np.zeros(len(examples), dtype=bool)
+    is_val[np.random.default_rng([seed, 3]).permutation(len(examples))[:n_val]] = True
+    train = [e for e, v in zip(examples, is_val, strict=True) if not v]
+    val = [e for e, v in zip(examples, is_val, strict=True) if v]
+    return train, val
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Which of ``n`` training examples make up the batch of ``step``: (batch_size,) int64.
+
+    The examples are visited epoch after epoch, each epoch in its own seeded random order, and
+    batch ``step`` is the next ``batch_size`` of that stream. It is a function of ``step``
+    alone, so a resumed run trains on exactly the batches it would have.
+    """
+    i = np.arange(step * batch_size, (step + 1) * batch_size)  # positions in the stream
+    epochs = i // n
+    out = np.empty(batch_size, dtype=np.int64)
+    for e in np.unique(epochs):
+        order = np.random.default_rng([seed, 2, int(e)]).permutation(n)
+        out[epochs == e] = order[i[epochs == e] % n]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run needs (``numpylm finetune`` has one flag per field).
+
+    Attributes:
+        data: a JSON Lines file of ``{"prompt": ..., "response": ...}`` objects.
+        out: the run directory: a model directory at every moment, as in ``train``, plus
+            ``prompt_template.json``.
+        model: the model to start from: a numpylm or Hugging Face model directory, a Hub id
+            such as ``gpt2``, or None for the built-in Shakespeare model.
+        template: the prompt template (see ``TEMPLATE``).
+        steps: optimiser steps in total; 0 runs ``epochs`` passes over the training examples.
+        epochs: passes over the training examples when ``steps`` is 0 (may be fractional).
+        batch_size: examples per step.
+        lr: the peak learning rate (fine-tuning wants a smaller one than pretraining).
+        min_lr: the learning rate at the end of the cosine decay (default ``lr / 10``).
+        warmup: steps of linear learning-rate warm-up.
+        weight_decay: AdamW's decoupled weight decay.
+        grad_clip: clip the global gradient norm to this (0 turns clipping off).
+        eval_every: validation loss every this many steps; 0 evaluates 10 times in the run.
+        save_every: a checkpoint every this many steps (default ``eval_every``) and at the end.
+        val_fraction: the share of the examples held out for the validation loss (>= 1).
+        freeze_embeddings: train everything but the token and position embeddings. GPT-2 ties
+            the output layer to the token embedding, so that stays as it was too.
+        seed: seeds the validation split and the batch order.
+        dtype: ``float32`` or ``float64``.
+    """
+
+    data: str
+    out: str
+    model: str | None = None
+    template: str = TEMPLATE
+    steps: int = 0
+    epochs: float = 3.0
+    batch_size: int = 16
+    lr: float = 3e-4
+    min_lr: float | None = None
+    warmup: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 0
+    save_every: int | None = None
+    val_fraction: float = 0.1
+    freeze_embeddings: bool = False
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        split_template(self.template)
+        for name, low in (("steps", 0), ("batch_size", 1), ("warmup", 0), ("eval_every", 0)):
+            _check_int(name, getattr(self, name), low)
+        _check_int("seed", self.seed, 0)
+        if self.save_every is not None:
+            _check_int("save_every", self.save_every, 1)
+        if self.steps and self.warmup > self.steps:
+            raise ValueError(f"warmup ({self.warmup}) must not exceed steps ({self.steps})")
+        for name in ("lr", "weight_decay", "grad_clip", "epochs"):
+            _check_float(name, getattr(self, name))
+        if self.lr == 0 or (self.steps == 0 and self.epochs == 0):
+            raise ValueError("lr and epochs (when steps is 0) must be positive")
+        if self.min_lr is not None:
+            _check_float("min_lr", self.min_lr)
+            if self.min_lr > self.lr:
+                raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+
+def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Fine-tune ``cfg.model`` on the prompt/response pairs in ``cfg.data``, checkpointing to
+    ``cfg.out`` (the loop, checkpoints, Ctrl-C and resume are ``train``'s).
+
+    With ``resume``, continue the run saved in ``cfg.out`` exactly where it stopped.
+
+    Raises:
+        DataError: a bad data file (see ``read_jsonl``), or no example fits the context.
+        TrainingDiverged: the loss or gradient norm became NaN or infinite.
+        CheckpointError: ``resume`` without a usable checkpoint, or a fresh run into a
+            directory that already holds one.
+    """
+    out = Path(cfg.out)
+    examples = read_jsonl(cfg.data)
+    sha = hashlib.sha256(Path(cfg.data).read_bytes()).hexdigest()
+    if resume:
+        model, tokenizer, optimizer_state, state = load_checkpoint(out)
+        if state.get("data_sha256") != sha:
+            raise ValueError(
+                f"{cfg.data} is not the data this run was fine-tuned on (its sha256 differs "
+                f"from the one in {TRAINER_STATE}); resume with the original file"
+            )
+        if state["dtype"] != cfg.dtype:
+            raise ValueError(
+                f"the run was trained in {state['dtype']}; cannot resume in {cfg.dtype}"
+            )
+        step, elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
+        losses = [float(v) for v in state["losses"]]
+        history = list(state["history"])
+    else:
+        recover(out)
+        if (out / TRAINER_STATE).is_file():
+            raise CheckpointError(
+                f"{out} already holds a training run: pass --resume to continue it, or choose "
+                "another --out"
+            )
+        model, tokenizer = _load_base(cfg.model, cfg.dtype)
+        step, elapsed, losses, history = 0, 0.0, [], []
+
+    train_examples, val_examples = split_examples(examples, cfg.val_fraction, cfg.seed)
+    train_rows = _encode_all(tokenizer, train_examples, cfg.template, model.config.n_ctx, cfg.data)
+    val_rows = _encode_all(tokenizer, val_examples, cfg.template, model.config.n_ctx, cfg.data)
+    steps = cfg.steps or max(1, math.ceil(cfg.epochs * len(train_rows) / cfg.batch_size))
+    plan = dataclasses.replace(
+        cfg,
+        steps=steps,
+        warmup=min(cfg.warmup, steps),
+        eval_every=cfg.eval_every or max(1, steps // 10),
+    )
+
+    frozen = FROZEN_BY_FREEZE_EMBEDDINGS if cfg.freeze_embeddings else ()
+    trainable = {k: p for k, p in model.params.items() if k not in frozen}
+    optimizer = AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if resume:
+        optimizer.load_state_dict(optimizer_state)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(out / TEMPLATE_FILE, {"template": cfg.template})
+
+    pad = tokenizer.eot_id
+    position = [step]  # next_batch is called once per step, from the start step on
+
+    def next_batch() -> tuple[np.ndarray, np.ndarray]:
+        pick = batch_indices(len(train_rows), cfg.batch_size, position[0], cfg.seed)
+        position[0] += 1
+        return pad_batch([train_rows[i] for i in pick], pad)
+
+    def validation_loss() -> float:
+        total, count = 0.0, 0
+        for i in range(0, len(val_rows), cfg.batch_size):
+            x, y = pad_batch(val_rows[i : i + cfg.batch_size], pad)
+            n = int((y >= 0).sum())
+            total += model.loss(x, y) * n  # mean -> sum, so the result is per response token
+            count += n
+        return total / count
+
+    def save(at: int) -> None:
+        args = {**dataclasses.asdict(plan), "data": str(Path(cfg.data).resolve())}
+        save_checkpoint(
+            out,
+            model,
+            tokenizer,
+            optimizer,
+            {
+                "format": STATE_FORMAT,
+                "kind": "finetune",
+                "step": at,
+                "args": args,
+                "data_sha256": sha,
+                "dtype": str(model.dtype),
+                "elapsed": elapsed + (time.perf_counter() - started),
+                "history": history,
+                "losses": losses,
+            },
+        )
+
+    if progress:
+        from tqdm import tqdm
+
+        n_train_tokens = sum(len(ids) - n for ids, n in train_rows)
+        tqdm.write(
+            f"model: {model!r}\n"
+            f"data: {len(train_rows):,} training examples ({n_train_tokens:,} response tokens), "
+            f"{len(val_rows):,} validation; {plan.batch_size} examples per step, "
+            f"{steps * plan.batch_size / len(train_rows):.2f} epochs"
+            + (f"; frozen: {', '.join(frozen)}" if frozen else "")
+            + f"\n{'resuming at' if resume else 'starting at'} step {step} of {steps} in {out}"
+        )
+    started = time.perf_counter()
+    return run_steps(
+        model,
+        optimizer,
+        plan,
+        next_batch,
+        validation_loss,
+        save,
+        out=out,
+        step=step,
+        losses=losses,
+        history=history,
+        progress=progress,
+    )
+
+
+def resume_config(out: str | os.PathLike[str], **changes: Any) -> FinetuneConfig:
+    """The ``FinetuneConfig`` a run in ``out`` was started with, with ``changes`` applied (for
+    example ``steps=500`` to train longer)."""
+    path = Path(out) / TRAINER_STATE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{out} has no {TRAINER_STATE}: there is no fine-tuning run to resume there "
+            "(leave out --resume to start one)"
+        )
+    state = checkpoint.read_json(path)
+    if state.get("kind") != "finetune" or not isinstance(state.get("args"), dict):
+        raise CheckpointError(
+            f"{path} is not a fine-tuning run (resume a `numpylm train` run with numpylm train)"
+        )
+    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    return FinetuneConfig(**{**{k: v for k, v in state["args"].items() if k in known}, **changes})
+
+
+def _load_base(name: str | None, dtype: str) -> tuple[GPT, Tokenizer]:
+    from .loading import load
+
+    model, tokenizer = load(name)
+    if str(model.dtype) != dtype:
+        model = GPT(model.config, dtype=np.dtype(dtype), params=model.params)
+    return model, tokenizer
+
+
+def _encode_all(
+    tokenizer: Tokenizer, examples: Sequence[Example], template: str, n_ctx: int, source: str
+) -> list[tuple[list[int], int]]:
+    """Encode examples, leaving out those longer than the context (a cut-off example would
+    never show where its answer ends)."""
+    rows = [encode_example(tokenizer, e, template) for e in examples]
+    fitting = [r for r in rows if len(r[0]) - 1 <= n_ctx]
+    if not fitting:
+        raise DataError(
+            f"no example of {source} fits the model's context of {n_ctx} tokens; shorten them"
+        )
+    if len(fitting) < len(rows):
+        print(
+            f"numpylm: skipped {len(rows) - len(fitting)} of {len(rows)} examples longer than "
+            f"the context of {n_ctx} tokens"
+        )
+    return fitting
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass
+class SFTScore:
+    """How well a model answers held-out examples (``evaluate_sft``).
+
+    Attributes:
+        accuracy: share of answers equal to the expected response (whitespace at the ends
+            ignored), the text before ``<|endoftext|>`` or all the text when it never came.
+        stop_rate: share of answers the model ended with ``<|endoftext|>``.
+        prefix_accuracy: share of answers that begin with the expected response, whatever
+            follows (credits a right answer that rambles on).
+        answers: the generated answer texts, in order; ``stopped``: whether each ended with
+            ``<|endoftext|>``.
+    """
+
+    accuracy: float
+    stop_rate: float
+    prefix_accuracy: float
+    answers: list[str]
+    stopped: list[bool]
+
+    def __str__(self) -> str:
+        return (
+            f"exact match {self.accuracy:.1%}, stopped with <|endoftext|> {self.stop_rate:.1%}, "
+            f"starts with the answer {self.prefix_accuracy:.1%} ({len(self.answers)} examples)"
+        )
+
+
+def evaluate_sft(
+    model: GPT,
+    tokenizer: Tokenizer,
+    examples: Sequence[Example],
+    max_new_tokens: int = 24,
+    *,
+    template: str = TEMPLATE,
+    batch_size: int = 32,
+) -> SFTScore:
+    """Ask the model every example's prompt (in the template's format) and compare its greedy
+    answer with the expected response.
+
+    Args:
+        max_new_tokens: the longest answer generated; keep it above the longest expected
+            response (in tokens, plus one for ``<|endoftext|>``) or nothing can match.
+        batch_size: prompts generated together (greedy answers do not depend on it).
+    """
+    if not examples:
+        raise ValueError("evaluate_sft needs at least one example")
+    eot = tokenizer.eot_id
+    answers: list[str] = []
+    stopped: list[bool] = []
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i : i + batch_size]
+        prompts = [tokenizer.encode(format_prompt(e.prompt, template)) for e in chunk]
+        rows = generate_batch(model, prompts, max_new_tokens, eos_id=eot, temperature=0.0)
+        for prompt, row in zip(prompts, rows, strict=True):
+            new = [int(t) for t in row[len(prompt) :]]
+            stopped.append(eot in new)
+            answers.append(tokenizer.decode(new[: new.index(eot)] if eot in new else new))
+    expected = [e.response.strip() for e in examples]
+    n = len(examples)
+    return SFTScore(
+        accuracy=sum(a.strip() == r for a, r in zip(answers, expected, strict=True)) / n,
+        stop_rate=sum(stopped) / n,
+        prefix_accuracy=sum(a.strip().startswith(r) for a, r in zip(answers, expected, strict=True))
+        / n,
+        answers=answers,
+        stopped=stopped,
+    )
