@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(run=_run_generate, parser=gen)
     _add_train_parser(commands)
     _add_eval_parser(commands)
+    _add_finetune_parsers(commands)
     return parser
 
 
@@ -181,6 +182,7 @@ def _add_sampling_flags(gen: argparse.ArgumentParser) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    from .finetune import format_prompt, load_template
     from .generate import complete_batch, stream
     from .loading import load
     from .trace import iter_trace, response_line
@@ -189,6 +191,9 @@ def _run_generate(args: argparse.Namespace) -> int:
         args.parser.error("--trace follows one sequence: drop --num-samples")
     prompt = sys.stdin.read().removesuffix("\n") if args.prompt == "-" else args.prompt
     model, tokenizer = load(args.model)
+    template = load_template(args.model) if args.model else None
+    if template is not None:  # a fine-tuned model: ask in the format it was taught
+        prompt = format_prompt(prompt, template)
     options: dict[str, Any] = {
         "max_new_tokens": args.max_new_tokens,
         "stop": args.stop,
@@ -422,4 +427,133 @@ def _run_eval(args: argparse.Namespace) -> int:
         f"nats per character  {r['nats_per_char']:.4f}\n"
         f"bits per character  {r['bits_per_char']:.4f}"
     )
+    return 0
+
+
+# --- numpylm finetune / numpylm eval-sft -----------------------------------------------------
+
+
+def _add_finetune_parsers(commands: Any) -> None:
+    from .finetune import TEMPLATE, FinetuneConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
+    ft = commands.add_parser(
+        "finetune",
+        help="supervised fine-tuning on prompt/response pairs",
+        description=(
+            'Fine-tune a model on a JSON Lines file of {"prompt": ..., "response": ...} '
+            "objects. The loss counts the response tokens only; each response ends with "
+            "<|endoftext|>. DIR becomes a model directory that records the prompt template, "
+            "so `numpylm generate --model DIR QUESTION` asks in the taught format. Ctrl-C "
+            "saves and stops; --resume continues exactly where the run stopped."
+        ),
+    )
+    ft.add_argument(
+        "--model", "-m", metavar="NAME_OR_DIR", help="the model to start from (built-in)"
+    )
+    ft.add_argument("--data", metavar="FILE", help="the JSONL examples (required unless --resume)")
+    ft.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory")
+    ft.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
+    flags: list[tuple[str, Callable[[str], Any], str, str]] = [
+        ("--steps", _nonnegative_int, "N", "optimiser steps in total, 0 = from --epochs"),
+        ("--epochs", _float_at_least(0.0, strict=True), "E", "passes over the examples"),
+        ("--batch-size", _positive_int, "B", "examples per step"),
+        ("--lr", _float_at_least(0.0, strict=True), "LR", "peak learning rate"),
+        ("--min-lr", _float_at_least(0.0, strict=False), "LR", "final learning rate (lr/10)"),
+        ("--warmup", _nonnegative_int, "N", "steps of linear learning-rate warm-up"),
+        ("--weight-decay", _float_at_least(0.0, strict=False), "W", "AdamW weight decay"),
+        ("--grad-clip", _float_at_least(0.0, strict=False), "G", "gradient-norm clip, 0 = off"),
+        ("--eval-every", _nonnegative_int, "K", "steps between validation losses, 0 = 10 a run"),
+        ("--save-every", _positive_int, "K", "steps between checkpoints (eval-every)"),
+        ("--val-fraction", _float_at_least(0.0, strict=True), "F", "share held out to validate"),
+        ("--seed", _nonnegative_int, "S", "seed of the validation split and the batch order"),
+    ]
+    for flag, kind, metavar, text in flags:
+        shown = default[flag.removeprefix("--").replace("-", "_")]
+        ft.add_argument(
+            flag, type=kind, metavar=metavar, help=text if shown is None else f"{text} ({shown})"
+        )
+    ft.add_argument(
+        "--freeze-embeddings",
+        action="store_true",
+        default=None,
+        help="do not train the token and position embeddings (nor the tied output layer)",
+    )
+    ft.add_argument(
+        "--template",
+        type=_unescape,
+        metavar="TEXT",
+        help=f"the prompt template, with {{prompt}} and {{response}} ({TEMPLATE!r})",
+    )
+    ft.add_argument("--dtype", choices=["float32", "float64"], help="float32 (default) or float64")
+    ft.set_defaults(run=_run_finetune, parser=ft)
+
+    ev = commands.add_parser(
+        "eval-sft",
+        help="score a fine-tuned model's answers on JSONL examples",
+        description=(
+            "Ask every prompt of FILE (in the model's prompt template) and compare the greedy "
+            "answer with the response: exact-match accuracy, and the share of answers that "
+            "end with <|endoftext|>."
+        ),
+    )
+    ev.add_argument("--model", "-m", metavar="NAME_OR_DIR", help="the model (built-in)")
+    ev.add_argument("--data", required=True, metavar="FILE", help="the JSONL examples")
+    ev.add_argument(
+        "--max-new-tokens", "-n", type=_positive_int, default=24, metavar="N", help="(24)"
+    )
+    ev.add_argument("--show", type=_nonnegative_int, default=0, metavar="N", help="print N answers")
+    ev.set_defaults(run=_run_eval_sft)
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from .finetune import FinetuneConfig, finetune, resume_config
+    from .train import TrainingDiverged
+
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    try:
+        if args.resume:
+            cfg = resume_config(**given)
+        elif args.data is None:
+            args.parser.error("--data FILE is required (except with --resume)")
+        else:
+            cfg = FinetuneConfig(**given)
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        args.parser.error(str(e))
+    try:
+        result = finetune(cfg, resume=args.resume)
+    except TrainingDiverged as e:
+        print(f"numpylm: error: {e}", file=sys.stderr)
+        return 1
+    if result.interrupted:
+        print(
+            f"numpylm: interrupted: saved step {result.step} to {cfg.out}; continue with "
+            f"`numpylm finetune --out {cfg.out} --resume`",
+            file=sys.stderr,
+        )
+        return 130
+    last = result.history[-1]
+    print(
+        f"fine-tuned {result.step} steps; validation loss {last['val_loss']:.4f} per response "
+        f"token; the model is in {cfg.out}:\n  numpylm generate --model {cfg.out} QUESTION"
+    )
+    return 0
+
+
+def _run_eval_sft(args: argparse.Namespace) -> int:
+    from .finetune import TEMPLATE, evaluate_sft, load_template, read_jsonl
+    from .loading import load
+
+    examples = read_jsonl(args.data)
+    model, tokenizer = load(args.model)
+    template = (load_template(args.model) if args.model else None) or TEMPLATE
+    score = evaluate_sft(model, tokenizer, examples, args.max_new_tokens, template=template)
+    shown = zip(examples[: args.show], score.answers, score.stopped, strict=False)
+    for example, answer, stopped in shown:
+        end = "<|endoftext|>" if stopped else "..."
+        print(f"{example.prompt!r} -> {answer + end!r} (expected {example.response!r})")
+    print(f"{args.data}: {score}")
     return 0
