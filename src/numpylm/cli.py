@@ -348,7 +348,7 @@ def _run_train(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     try:
         if args.resume:
-            cfg = resume_config(args.out, **given)
+            cfg = resume_config(**given)  # "out" is among them
         elif args.data is None:
             args.parser.error("--data FILE is required (except with --resume)")
         else:

@@ -175,6 +175,7 @@ class TrainConfig:
                 raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        self.model_config(vocab_size=257)  # the shape's own checks (n_head divides n_embd, ...)
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         """The model's shape: the named ``config`` with the single overrides applied."""
@@ -389,6 +390,8 @@ def load_checkpoint(out: Path) -> tuple[GPT, Tokenizer, dict[str, np.ndarray], d
     model = GPT.from_pretrained(out, dtype=np.dtype(state["dtype"]))
     tokenizer = Tokenizer.from_pretrained(out)
     optimizer_state = checkpoint.read_safetensors(out / OPTIMIZER_FILE)
+    # safetensors' safe_open hands a 0-d tensor back with shape (1,); the step count is a scalar
+    optimizer_state["step"] = optimizer_state["step"].reshape(())
     return model, tokenizer, optimizer_state, state
 
 
@@ -405,7 +408,8 @@ def resume_config(out: str | os.PathLike[str], **changes: Any) -> TrainConfig:
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path} has no training arguments ('args')")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, **changes})
+    kept = {k: v for k, v in saved.items() if k in known}
+    return TrainConfig(**{**kept, **changes, "out": os.fspath(out)})  # never the old path
 
 
 def _sha256_file(path: Path) -> str:
@@ -595,7 +599,6 @@ def run_steps(
     if step >= cfg.steps:
         return TrainResult(out, step, losses, history)
     bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not progress, smoothing=0.1)
-    since_eval = len(losses)
     with bar, _deferred_sigint() as interrupted:
         while step < cfg.steps:
             t0 = time.perf_counter()
@@ -618,8 +621,8 @@ def run_steps(
             losses.append(loss)
 
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                train_loss = float(np.mean(losses[since_eval:]))
-                since_eval = len(losses)
+                since = int(history[-1]["step"])  # the mean since the previous evaluation
+                train_loss = float(np.mean(losses[since:]))
                 val = validation_loss()
                 history.append({"step": step, "train_loss": train_loss, "val_loss": val, "lr": lr})
                 log(f"step {step}: train loss {train_loss:.4f}, val loss {val:.4f}")
