@@ -13,6 +13,7 @@ from .optim import AdamW
 from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p
 from .tokenizer import Tokenizer
 from .trace import Trace, trace
+from .train import TrainConfig, evaluate
 
 __all__ = [
     "GPT",
@@ -24,8 +25,10 @@ __all__ = [
     "Step",
     "Tokenizer",
     "Trace",
+    "TrainConfig",
     "complete",
     "complete_batch",
+    "evaluate",
     "generate",
     "generate_batch",
     "greedy",
