@@ -376,3 +376,46 @@ def test_top_p_keeps_the_smallest_prefix_reaching_p(z: np.ndarray, p: float) -> 
         assert mass - probs[keep].min() < p + 1e-9
         # and nothing dropped is more likely than something kept
         assert dropped.size == 0 or dropped.max() <= probs[keep].min()
+
+
+# ------------------------------------------------------------------------------------------------
+# The same semantics as Hugging Face transformers' logits processors
+
+
+def test_samplers_match_transformers_logits_processors() -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    rng = np.random.default_rng(0)
+    B, V = 6, 200
+    z = (rng.standard_normal((B, V)) * 3).astype(np.float32)  # no ties, no near-boundaries
+    context = rng.integers(0, V, size=(B, 10))
+    history = TokenHistory(list(context), V)
+    ids_t, z_t = torch.from_numpy(context), torch.from_numpy(z)
+    ours_theirs = [
+        (
+            Sampler(repetition_penalty=1.7).filter(z, history),
+            transformers.RepetitionPenaltyLogitsProcessor(1.7),
+        ),
+        (Sampler(temperature=0.6).filter(z), transformers.TemperatureLogitsWarper(0.6)),
+        (Sampler(top_k=17).filter(z), transformers.TopKLogitsWarper(17)),
+        (Sampler(top_p=0.8).filter(z), transformers.TopPLogitsWarper(0.8)),
+        (Sampler(min_p=0.1).filter(z), transformers.MinPLogitsWarper(0.1)),
+    ]
+    for ours, processor in ours_theirs:
+        theirs = processor(ids_t, z_t.clone()).numpy()
+        np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs), str(processor))
+        alive = np.isfinite(ours)
+        np.testing.assert_allclose(ours[alive], theirs[alive], rtol=1e-6, err_msg=str(processor))
+    # and the whole chain, in transformers' order: penalty, temperature, top-k, top-p, min-p
+    chain = transformers.LogitsProcessorList(
+        [
+            transformers.RepetitionPenaltyLogitsProcessor(1.3),
+            transformers.TemperatureLogitsWarper(0.8),
+            transformers.TopKLogitsWarper(40),
+            transformers.TopPLogitsWarper(0.9),
+            transformers.MinPLogitsWarper(0.05),
+        ]
+    )
+    theirs = torch.softmax(chain(ids_t, z_t.clone()), dim=-1).numpy()
+    s = Sampler(temperature=0.8, top_k=40, top_p=0.9, min_p=0.05, repetition_penalty=1.3)
+    np.testing.assert_allclose(s.probs(z, history), theirs, atol=1e-6)
