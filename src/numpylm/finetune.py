@@ -33,6 +33,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -548,7 +549,8 @@ def _encode_all(
     if len(fitting) < len(rows):
         print(
             f"numpylm: skipped {len(rows) - len(fitting)} of {len(rows)} examples longer than "
-            f"the context of {n_ctx} tokens"
+            f"the context of {n_ctx} tokens",
+            file=sys.stderr,
         )
     return fitting
 
