@@ -585,7 +585,7 @@ class GPT:
 
         # x = x + linear(g, mlp.c_proj); g = gelu(u); u = linear(m, mlp.c_fc); m = ln_2(x)
         dg = backward_linear(dx, act("mlp.gelu"), h + "mlp.c_proj")
-        du = gelu_backward(dg, act("mlp.fc"))  # (B, T, 4C)
+        du = gelu_backward(dg, act("mlp.fc"), act("mlp.gelu"))  # (B, T, 4C)
         dm = backward_linear(du, act("ln_2.out"), h + "mlp.c_fc")
         dx = dx + backward_ln(dm, act("ln_2.in"), h + "ln_2")
 
