@@ -165,6 +165,8 @@ def test_bad_arguments_are_clear(tiny_model: GPT) -> None:
         generate(tiny_model, [[1, 2], [3, 4]], 3)
     with pytest.raises(ValueError, match="out of range"):
         generate(tiny_model, [1, 99], 3)
+    with pytest.raises(ValueError, match="prompts must be a non-empty list"):
+        generate_batch(tiny_model, [], 3)
 
 
 def test_zero_new_tokens_and_empty_prompts(tiny_model: GPT) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 PromptIds = Sequence[int] | np.ndarray
+T = TypeVar("T")
 
 
 class Options(TypedDict, total=False):
@@ -147,8 +148,9 @@ def generate_batch(
         B int64 arrays, each a prompt followed by its new ids (up to and including ``eos_id``).
     """
     sampler, rng, use_cache = _options(options)
-    checked = [_check_prompt(model, p, eos_id) for p in prompts]
-    rows = [p for p in checked for _ in range(_check_num_samples(num_samples))]
+    checked = [_check_prompt(model, p, eos_id) for p in _non_empty(prompts)]
+    n = _check_num_samples(num_samples)
+    rows = [p for p in checked for _ in range(n)]
     contexts = [p or [_start_id(eos_id)] for p in rows]
     new: list[list[int]] = [[] for _ in rows]
     done = np.zeros(len(rows), dtype=bool)
@@ -323,9 +325,9 @@ def stream(
     stops = _check_stop(stop)
     top_n = as_int("top_n", top_n)
     in_range("top_n", top_n, "a whole number >= 0", top_n >= 0)
-    texts = [prompt] if isinstance(prompt, str) else list(prompt)
-    rows = [tokenizer.encode(t) or [tokenizer.eot_id] for t in texts]
-    rows = [r for r in rows for _ in range(_check_num_samples(num_samples))]
+    texts = [prompt] if isinstance(prompt, str) else _non_empty(prompt)
+    n = _check_num_samples(num_samples)
+    rows = [ids for t in texts for ids in [tokenizer.encode(t) or [tokenizer.eot_id]] * n]
     out = [_TextStream(stops) for _ in rows]
     done = np.zeros(len(rows), dtype=bool)
     last = _check_max_new_tokens(max_new_tokens) - 1
@@ -525,6 +527,12 @@ def _check_prompt(model: GPT, prompt_ids: PromptIds, eos_id: int | None) -> list
         V = model.config.vocab_size
         in_range("eos_id", eos_id, f"a token id in [0, {V - 1}]", 0 <= eos_id < V)
     return [int(i) for i in arr]
+
+
+def _non_empty(prompts: Sequence[T]) -> list[T]:
+    if isinstance(prompts, str) or len(prompts) == 0:
+        raise ValueError(f"prompts must be a non-empty list of prompts, got {prompts!r}")
+    return list(prompts)
 
 
 def _start_id(eos_id: int | None) -> int:

@@ -151,7 +151,11 @@ def draw(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
     """
     cdf = np.cumsum(probs, axis=-1)  # (B, V)
     x = u[:, None] * cdf[:, -1:]  # scale by the actual total, which rounding leaves near 1
-    ids = (cdf <= x).sum(axis=-1)  # (B,) how many tokens lie wholly below x
-    # x can round up to the total itself when u is within 1e-16 of 1: take the last real token.
-    last = probs.shape[-1] - 1 - np.argmax(probs[:, ::-1] > 0, axis=-1)
-    return np.minimum(ids, last).astype(np.int64)
+    B, V = probs.shape
+    ids = np.minimum((cdf <= x).sum(axis=-1), V - 1)  # (B,) how many tokens lie wholly below x
+    # x can round up to the total itself when u is within 1e-16 of 1, and land past the last
+    # token with probability > 0: take that token instead.
+    past = probs[np.arange(B), ids] == 0
+    if past.any():
+        ids[past] = V - 1 - np.argmax(probs[past, ::-1] > 0, axis=-1)
+    return ids.astype(np.int64)

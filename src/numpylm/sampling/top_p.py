@@ -29,8 +29,10 @@ def top_p(logits: np.ndarray, p: float) -> np.ndarray:
     ``p`` counts as reaching it (so P = [0.4, 0.3, ...] with p = 0.7 keeps two tokens, as exact
     arithmetic would). The first token is always kept.
 
-    Only tokens still alive need sorting: after top-k there are just k of them, so the rows are
-    partitioned down to the survivors (``np.argpartition``, O(V)) before the sort.
+    Sorting all 50257 tokens of GPT-2 at every step would cost more than the rest of the
+    sampling together, and the nucleus is usually a few hundred tokens at most (after top-k,
+    at most k). So the search starts among the 64 most likely tokens (``np.argpartition``,
+    O(V)) and widens fourfold until they hold mass ``p``; only those few are sorted.
 
     Args:
         logits: (..., V) scores; ``-inf`` marks tokens already removed.
@@ -43,20 +45,35 @@ def top_p(logits: np.ndarray, p: float) -> np.ndarray:
     if p == 1:
         return logits
     V = logits.shape[-1]
-    flat = logits.reshape(-1, V)  # (N, V)
-    m = max(int(np.isfinite(flat).sum(axis=-1).max()), 1)  # most survivors in any row
-    if m < V:
-        cand = np.sort(np.argpartition(-flat, m - 1, axis=-1)[:, :m], axis=-1)  # (N, m) ids
-    else:
-        cand = np.broadcast_to(np.arange(V), flat.shape)
-    vals = np.take_along_axis(flat, cand, axis=-1)  # (N, m), in id order
+    probs = softmax(logits.reshape(-1, V))  # (N, V)
+    cand = _most_likely(probs, p)  # (N, m) ids, m << V usually
+    vals = np.take_along_axis(probs, cand, axis=-1)  # (N, m), in id order
     order = np.argsort(-vals, axis=-1, kind="stable")  # descending; stable keeps lower id first
-    ids = np.take_along_axis(cand, order, axis=-1)  # (N, m) candidates, most likely first
-    probs = softmax(np.take_along_axis(vals, order, axis=-1))  # removed tokens add nothing
-    before = np.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each one
+    ranked = np.take_along_axis(vals, order, axis=-1)  # (N, m) probabilities, largest first
+    before = np.cumsum(ranked, axis=-1) - ranked  # mass of the tokens ranked above each one
     slack = 32 * float(np.finfo(probs.dtype).eps)
     keep_ranked = before < p - slack  # still short of p before this token: it is needed
     keep_ranked[:, 0] = True  # the most likely token always survives
-    keep = np.zeros(flat.shape, dtype=bool)
-    np.put_along_axis(keep, ids, keep_ranked, axis=-1)
+    keep = np.zeros(probs.shape, dtype=bool)
+    np.put_along_axis(keep, np.take_along_axis(cand, order, axis=-1), keep_ranked, axis=-1)
     return np.where(keep.reshape(logits.shape), logits, -np.inf)
+
+
+def _most_likely(probs: np.ndarray, p: float) -> np.ndarray:
+    """(N, V) -> (N, m) ids, in id order, of the m most likely tokens of each row, for the
+    smallest m in 64, 256, 1024, ... such that the tokens *strictly* more likely than the m-th
+    already hold mass ``p`` in every row (then the nucleus lies among them, even if other tokens
+    tie with the m-th), or m = the number of tokens still alive."""
+    N, V = probs.shape
+    alive = int((probs > 0).sum(axis=-1).max())  # after top-k: k
+    m = min(64, alive)
+    while m < V:
+        cand = np.argpartition(-probs, m - 1, axis=-1)[:, :m]  # (N, m), unordered
+        if m >= alive:
+            return np.sort(cand, axis=-1)  # every token still alive is a candidate
+        vals = np.take_along_axis(probs, cand, axis=-1)
+        mth = vals.min(axis=-1, keepdims=True)  # (N, 1) the m-th largest probability
+        if np.all(np.where(vals > mth, vals, 0).sum(axis=-1) >= p):
+            return np.sort(cand, axis=-1)
+        m = min(4 * m, alive)
+    return np.broadcast_to(np.arange(V), (N, V))
