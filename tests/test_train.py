@@ -148,6 +148,11 @@ def test_evaluate_numbers_are_consistent(corpus: Path, full_run: train_module.Tr
         logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
         total -= logp[np.arange(len(window) - 1), window[1:]].sum()
     assert r["loss"] == pytest.approx(total / (len(ids) - 1), rel=1e-5)
+    # A finished run reports the same figures for the whole validation text.
+    assert full_run.final is not None
+    assert full_run.final["loss"] == pytest.approx(r["loss"], rel=1e-6)
+    saved = json.loads((full_run.out / "eval_results.json").read_text())
+    assert saved["step"] == 12 and saved["nats_per_char"] == pytest.approx(r["nats_per_char"])
     # The batch size changes nothing but the grouping.
     assert evaluate(model, tokenizer, val_text, batch_size=7)["loss"] == pytest.approx(
         r["loss"], rel=1e-6

@@ -363,10 +363,7 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"numpylm: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            f"numpylm: stopped at once (second Ctrl-C); {cfg.out} keeps its last checkpoint",
-            file=sys.stderr,
-        )
+        print(f"numpylm: stopped at once; {cfg.out} keeps its last checkpoint", file=sys.stderr)
         return 130
     if result.interrupted:
         print(
@@ -375,10 +372,11 @@ def _run_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    last = result.history[-1] if result.history else {}
+    final = result.final or {}
     print(
-        f"trained {result.step} steps; validation loss {last.get('val_loss', math.nan):.4f} "
-        f"at step {last.get('step')}; the model is in {cfg.out}"
+        f"trained {result.step} steps; validation loss {final.get('loss', math.nan):.4f}, "
+        f"perplexity {final.get('perplexity', math.nan):.2f}, "
+        f"{final.get('nats_per_char', math.nan):.4f} nats per character; the model is in {cfg.out}"
     )
     return 0
 

@@ -95,6 +95,7 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 INCOMING = ".incoming"
 COMMIT = ".commit"
 CACHE_DIR = "data"
+EVAL_RESULTS = "eval_results.json"
 STATE_FORMAT = "numpylm-trainer-state-1"
 
 
@@ -200,6 +201,8 @@ class TrainResult:
         history: one dict per evaluation: ``step``, ``val_loss``, ``train_loss`` (the mean
             training loss since the previous evaluation), ``lr``.
         interrupted: True when Ctrl-C stopped the run early (after saving).
+        final: ``evaluate``'s figures over the whole validation text, after a finished run
+            (also written to ``eval_results.json`` in the run directory).
     """
 
     out: Path
@@ -207,6 +210,7 @@ class TrainResult:
     losses: list[float]
     history: list[dict[str, float]] = field(default_factory=list)
     interrupted: bool = False
+    final: dict[str, float] | None = None
 
 
 def parse_tokenizer_spec(spec: str) -> tuple[str, int | None]:
@@ -521,13 +525,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         if progress:
             tqdm.write(message)
 
-    _describe(model, tokenizer, data, cfg, resume, step, out, log)
+    _describe(model, data, char_counts, cfg, resume, step, out, log)
     started = time.perf_counter()
 
     def next_batch() -> tuple[np.ndarray, np.ndarray]:
         return get_batch(data.train, cfg.batch_size, T, rng)  # (B, T) each
 
-    return run_steps(
+    result = run_steps(
         model,
         optimizer,
         cfg,
@@ -540,6 +544,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         history=history,
         progress=progress,
     )
+    if not result.interrupted:  # the figure to report: all of the validation text
+        result.final = evaluate_ids(model, data.val, char_counts, batch_size=cfg.batch_size)
+        checkpoint.write_json(out / EVAL_RESULTS, {"step": result.step, **result.final})
+        log(
+            f"step {result.step}, all of the validation text: loss {result.final['loss']:.4f}, "
+            f"perplexity {result.final['perplexity']:.2f}, "
+            f"{result.final['nats_per_char']:.4f} nats per character"
+        )
+    return result
 
 
 class Schedule(Protocol):
@@ -663,8 +676,8 @@ def _check_resumable(cfg: TrainConfig, state: dict[str, Any], text: str, model: 
 
 def _describe(
     model: GPT,
-    tokenizer: Tokenizer,
     data: TextData,
+    char_counts: np.ndarray,
     cfg: TrainConfig,
     resume: bool,
     step: int,
@@ -680,6 +693,8 @@ def _describe(
         f"data: {data.n_chars:,} characters -> {len(data.train):,} training and "
         f"{len(data.val):,} validation tokens; {cfg.batch_size * c.n_ctx:,} tokens per step"
     )
+    ratio = int(char_counts[data.val].sum()) / len(data.val)
+    write(f"validation text: {ratio:.3f} characters per token (nats per character = loss / that)")
     write(f"{'resuming at' if resume else 'starting at'} step {step} of {cfg.steps} in {out}")
 
 
