@@ -419,3 +419,29 @@ def test_samplers_match_transformers_logits_processors() -> None:
     theirs = torch.softmax(chain(ids_t, z_t.clone()), dim=-1).numpy()
     s = Sampler(temperature=0.8, top_k=40, top_p=0.9, min_p=0.05, repetition_penalty=1.3)
     np.testing.assert_allclose(s.probs(z, history), theirs, atol=1e-6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.data(),
+    V=st.integers(65, 3000),
+    p=st.floats(0.001, 0.999),
+    levels=st.integers(1, 6),
+)
+def test_top_p_in_a_large_vocabulary_with_ties_matches_a_full_sort(
+    data: st.DataObject, V: int, p: float, levels: int
+) -> None:
+    # Few distinct logit values, so many tokens tie, also around the 64th / 256th / ... place
+    # where top_p's candidate search cuts.
+    values = data.draw(hnp.arrays(np.int64, V, elements=st.integers(0, levels)))
+    z = values.astype(np.float64) * 1.7
+    kept = np.flatnonzero(np.isfinite(top_p(z, p)))
+    probs = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    order = sorted(range(V), key=lambda i: (-z[i], i))  # best first, lower id first
+    mass, expected = 0.0, []
+    for i in order:
+        if expected and mass >= p - 1e-12:
+            break
+        expected.append(i)
+        mass += probs[i]
+    assert kept.tolist() == sorted(expected)
