@@ -35,7 +35,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -559,31 +559,59 @@ def _encode_all(
 # Evaluation
 
 
-@dataclass
+@dataclass(frozen=True)
 class SFTScore:
-    """How well a model answers held-out examples (``evaluate_sft``).
+    """How a model answered examples (``evaluate_sft``), one entry per example.
 
     Attributes:
-        accuracy: share of answers equal to the expected response (whitespace at the ends
-            ignored), the text before ``<|endoftext|>`` or all the text when it never came.
-        stop_rate: share of answers the model ended with ``<|endoftext|>``.
-        prefix_accuracy: share of answers that begin with the expected response, whatever
-            follows (credits a right answer that rambles on).
-        answers: the generated answer texts, in order; ``stopped``: whether each ended with
-            ``<|endoftext|>``.
+        answers: the generated answer texts: what came before ``<|endoftext|>``, or all of it
+            when it never came.
+        stopped: whether each answer ended with ``<|endoftext|>``.
+        expected: the responses the examples give.
     """
 
-    accuracy: float
-    stop_rate: float
-    prefix_accuracy: float
     answers: list[str]
     stopped: list[bool]
+    expected: list[str]
+
+    @property
+    def accuracy(self) -> float:
+        """Share of answers equal to the expected response (ignoring whitespace at the ends)."""
+        return _share(a == r for a, r in self._stripped())
+
+    @property
+    def stop_rate(self) -> float:
+        """Share of answers the model ended with ``<|endoftext|>``."""
+        return _share(self.stopped)
+
+    @property
+    def prefix_accuracy(self) -> float:
+        """Share of answers that begin with the expected response, whatever follows (credits a
+        right answer that rambles on)."""
+        return _share(a.startswith(r) for a, r in self._stripped())
+
+    def _stripped(self) -> Iterator[tuple[str, str]]:
+        return ((a.strip(), r.strip()) for a, r in zip(self.answers, self.expected, strict=True))
+
+    def select(self, indices: Iterable[int]) -> SFTScore:
+        """The score of a subset of the examples (one task, say)."""
+        picked = list(indices)
+        return SFTScore(
+            [self.answers[i] for i in picked],
+            [self.stopped[i] for i in picked],
+            [self.expected[i] for i in picked],
+        )
 
     def __str__(self) -> str:
         return (
             f"exact match {self.accuracy:.1%}, stopped with <|endoftext|> {self.stop_rate:.1%}, "
             f"starts with the answer {self.prefix_accuracy:.1%} ({len(self.answers)} examples)"
         )
+
+
+def _share(flags: Iterable[bool]) -> float:
+    values = list(flags)
+    return sum(values) / len(values) if values else math.nan
 
 
 def evaluate_sft(
@@ -616,13 +644,4 @@ def evaluate_sft(
             new = [int(t) for t in row[len(prompt) :]]
             stopped.append(eot in new)
             answers.append(tokenizer.decode(new[: new.index(eot)] if eot in new else new))
-    expected = [e.response.strip() for e in examples]
-    n = len(examples)
-    return SFTScore(
-        accuracy=sum(a.strip() == r for a, r in zip(answers, expected, strict=True)) / n,
-        stop_rate=sum(stopped) / n,
-        prefix_accuracy=sum(a.strip().startswith(r) for a, r in zip(answers, expected, strict=True))
-        / n,
-        answers=answers,
-        stopped=stopped,
-    )
+    return SFTScore(answers, stopped, [e.response for e in examples])
