@@ -6,6 +6,7 @@ transformer, its attention and its KV cache), and ``checkpoint`` (loading and sa
 
 from .bpe import train_bpe
 from .checkpoint import CheckpointError
+from .finetune import FinetuneConfig, evaluate_sft
 from .generate import Step, complete, complete_batch, generate, generate_batch, stream
 from .loading import load
 from .model import GPT, GPTConfig, KVCache
@@ -19,6 +20,7 @@ __all__ = [
     "GPT",
     "AdamW",
     "CheckpointError",
+    "FinetuneConfig",
     "GPTConfig",
     "KVCache",
     "Sampler",
@@ -29,6 +31,7 @@ __all__ = [
     "complete",
     "complete_batch",
     "evaluate",
+    "evaluate_sft",
     "generate",
     "generate_batch",
     "greedy",
