@@ -386,7 +386,9 @@ def complete(
             f"prompt must be a str, got {type(prompt).__name__}; for several prompts use "
             "complete_batch"
         )
-    steps = stream(model, tokenizer, prompt, max_new_tokens=max_new_tokens, stop=stop, **options)
+    steps = stream(
+        model, tokenizer, prompt, max_new_tokens=max_new_tokens, stop=stop, top_n=0, **options
+    )
     return "".join(s.text for s in steps)
 
 
