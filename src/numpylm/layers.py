@@ -96,31 +96,34 @@ def layer_norm_backward(
 
     Args:
         dout: (..., C) gradient with respect to the output.
-        x: (..., C) the forward's input (its mean and variance are recomputed: cheaper to
-            store than to keep).
+        x: (..., C) the forward's input (its mean and variance are recomputed: cheaper than
+            keeping them).
         w: (C,) gain.
 
     Returns:
         ``(dx, dw, db)`` with the shapes of ``x``, ``w`` and ``w``.
     """
-    mean = x.mean(axis=-1, keepdims=True)
-    xc = x - mean
-    var = (xc * xc).mean(axis=-1, keepdims=True)
+    C = x.shape[-1]
+    x2, d2 = x.reshape(-1, C), dout.reshape(-1, C)  # (N, C): one row per position
+    # The forward's statistics again. einsum("nc,nc->n") is each row's dot product with
+    # itself, without an (N, C) temporary; in-place updates save the others.
+    xhat = x2 - x2.mean(axis=1, keepdims=True)  # x - mean
+    var = np.einsum("nc,nc->n", xhat, xhat)[:, None] * (1.0 / C)  # (N, 1) biased variance
     rstd = 1.0 / np.sqrt(var + LAYER_NORM_EPS)
-    xhat = xc * rstd  # (..., C) the normalised input
-    axes = tuple(range(x.ndim - 1))
-    db = dout.sum(axis=axes)  # from "+ b"
-    dw = (dout * xhat).sum(axis=axes)  # from "* w"
-    dxhat = dout * w
+    xhat *= rstd  # (N, C) the normalised input
+    db = d2.sum(axis=0)  # from "+ b"
+    dw = np.einsum("nc,nc->c", d2, xhat)  # from "* w": dout * xhat summed over positions
+    dxhat = d2 * w  # from "* w"
     # xhat = (x - mean) * rstd, and both mean and rstd depend on every channel of x. With the
     # chain rule through mean and var, the three paths collapse to this (per position):
     #   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-    dx = rstd * (
-        dxhat
-        - dxhat.mean(axis=-1, keepdims=True)
-        - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
-    )
-    return dx, dw, db
+    mean_dxhat = dxhat.mean(axis=1, keepdims=True)
+    mean_dxhat_xhat = np.einsum("nc,nc->n", dxhat, xhat)[:, None] * (1.0 / C)
+    dx = dxhat  # computed in place, as dxhat is no longer needed
+    dx -= mean_dxhat
+    dx -= np.multiply(xhat, mean_dxhat_xhat, out=xhat)
+    dx *= rstd
+    return dx.reshape(x.shape), dw, db
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -202,7 +205,10 @@ def softmax_backward(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
     ``dx_i = out_i * (dout_i - sum_j dout_j * out_j)``. An entry the forward masked out has
     ``out = 0`` exactly and so gets no gradient.
     """
-    return out * (dout - (dout * out).sum(axis=-1, keepdims=True))
+    dot = np.einsum("...l,...l->...", dout, out)[..., None]  # sum_j dout_j out_j, per row
+    dx = dout - dot
+    dx *= out
+    return dx
 
 
 def split_heads(x: np.ndarray, n_head: int) -> np.ndarray:
@@ -264,7 +270,8 @@ def attention_backward(
     scale = 1.0 / math.sqrt(q.shape[-1])
     dv = att.swapaxes(-1, -2) @ dy  # from "att @ v": (B, H, L, D)
     datt = dy @ v.swapaxes(-1, -2)  # from "att @ v": (B, H, T, L)
-    dscores = softmax_backward(datt, att) * scale  # from "softmax(scores)" and "* scale"
+    dscores = softmax_backward(datt, att)  # from "softmax(scores)"
+    dscores *= scale  # from "* scale"
     dq = dscores @ k  # from "q @ k.T": (B, H, T, D)
     dk = dscores.swapaxes(-1, -2) @ q  # from "q @ k.T": (B, H, L, D)
     return dq, dk, dv
