@@ -11,7 +11,7 @@ import math
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from numpylm.sampling import (
@@ -345,6 +345,7 @@ def test_any_valid_chain_draws_a_token_it_kept(
 
 @settings(max_examples=200, deadline=None)
 @given(z=logits_rows(), u=st.floats(0.0, 1.0, exclude_max=True))
+@example(z=np.array([[-3.65e-21, 0.0]]), u=0.0)  # equal probabilities, different logits
 def test_top_k_1_tiny_top_p_and_temperature_0_all_equal_greedy(z: np.ndarray, u: float) -> None:
     expected = np.argmax(z, axis=1)  # NumPy's argmax: the lowest id among ties
     uu = np.full(z.shape[0], u)

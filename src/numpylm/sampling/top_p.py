@@ -45,11 +45,14 @@ def top_p(logits: np.ndarray, p: float) -> np.ndarray:
     if p == 1:
         return logits
     V = logits.shape[-1]
-    probs = softmax(logits.reshape(-1, V))  # (N, V)
-    cand = _most_likely(probs, p)  # (N, m) ids, m << V usually
-    vals = np.take_along_axis(probs, cand, axis=-1)  # (N, m), in id order
+    flat = logits.reshape(-1, V)  # (N, V)
+    probs = softmax(flat)
+    cand = _most_likely(flat, probs, p)  # (N, m) ids, m << V usually
+    # Rank by logit, not probability: two logits too close for float32 to tell their
+    # probabilities apart still have an order, the one greedy decoding uses.
+    vals = np.take_along_axis(flat, cand, axis=-1)  # (N, m), in id order
     order = np.argsort(-vals, axis=-1, kind="stable")  # descending; stable keeps lower id first
-    ranked = np.take_along_axis(vals, order, axis=-1)  # (N, m) probabilities, largest first
+    ranked = np.take_along_axis(np.take_along_axis(probs, cand, axis=-1), order, axis=-1)
     before = np.cumsum(ranked, axis=-1) - ranked  # mass of the tokens ranked above each one
     slack = 32 * float(np.finfo(probs.dtype).eps)
     keep_ranked = before < p - slack  # still short of p before this token: it is needed
@@ -59,21 +62,21 @@ def top_p(logits: np.ndarray, p: float) -> np.ndarray:
     return np.where(keep.reshape(logits.shape), logits, -np.inf)
 
 
-def _most_likely(probs: np.ndarray, p: float) -> np.ndarray:
-    """(N, V) -> (N, m) ids, in id order, of the m most likely tokens of each row, for the
-    smallest m in 64, 256, 1024, ... such that the tokens *strictly* more likely than the m-th
-    already hold mass ``p`` in every row (then the nucleus lies among them, even if other tokens
-    tie with the m-th), or m = the number of tokens still alive."""
-    N, V = probs.shape
-    alive = int((probs > 0).sum(axis=-1).max())  # after top-k: k
+def _most_likely(logits: np.ndarray, probs: np.ndarray, p: float) -> np.ndarray:
+    """(N, V) logits and probabilities -> (N, m) ids, in id order, of the m highest logits of
+    each row, for the smallest m in 64, 256, 1024, ... such that the tokens *strictly* above the
+    m-th already hold mass ``p`` in every row (then the nucleus lies among them, even if other
+    tokens tie with the m-th), or m = the number of tokens still alive."""
+    N, V = logits.shape
+    alive = int(np.isfinite(logits).sum(axis=-1).max())  # after top-k: k
     m = min(64, alive)
     while m < V:
-        cand = np.argpartition(-probs, m - 1, axis=-1)[:, :m]  # (N, m), unordered
+        cand = np.argpartition(-logits, m - 1, axis=-1)[:, :m]  # (N, m), unordered
         if m >= alive:
             return np.sort(cand, axis=-1)  # every token still alive is a candidate
-        vals = np.take_along_axis(probs, cand, axis=-1)
-        mth = vals.min(axis=-1, keepdims=True)  # (N, 1) the m-th largest probability
-        if np.all(np.where(vals > mth, vals, 0).sum(axis=-1) >= p):
+        z = np.take_along_axis(logits, cand, axis=-1)
+        above = z > z.min(axis=-1, keepdims=True)  # strictly above the m-th largest logit
+        if np.all(np.where(above, np.take_along_axis(probs, cand, axis=-1), 0).sum(-1) >= p):
             return np.sort(cand, axis=-1)
         m = min(4 * m, alive)
     return np.broadcast_to(np.arange(V), (N, V))
