@@ -335,7 +335,8 @@ class FinetuneConfig:
         grad_clip: clip the global gradient norm to this (0 turns clipping off).
         eval_every: validation loss every this many steps; 0 evaluates 10 times in the run.
         save_every: a checkpoint every this many steps (default ``eval_every``) and at the end.
-        val_fraction: the share of the examples held out for the validation loss (>= 1).
+        val_fraction: the share of the examples held out for the validation loss (at least
+            one example).
         freeze_embeddings: train everything but the token and position embeddings. GPT-2 ties
             the output layer to the token embedding, so that stays as it was too.
         seed: seeds the validation split and the batch order.
