@@ -175,6 +175,19 @@ def test_eval_command_prints_loss_perplexity_and_nats_per_char(
     assert full_run.history[-1]["val_loss"] == pytest.approx(expected["loss"], rel=0.2)
 
 
+def test_eval_command_splits(
+    corpus: Path, full_run: train_module.TrainResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = corpus.read_text(encoding="utf-8")
+    _, tokenizer = load(full_run.out)
+    for split, part in [("all", text), ("train", split_text(text)[0])]:
+        assert main(["eval", "-m", str(full_run.out), "--data", str(corpus), "--split", split]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        ids = tokenizer.encode(part)
+        n_chars = len(part) - len(tokenizer.decode(ids[:1]))
+        assert f"{len(ids) - 1:,} tokens, {n_chars:,} characters predicted" in first
+
+
 # --------------------------------------------------------------------------------------------
 # The run directory is a Hugging Face model directory
 
@@ -228,6 +241,21 @@ def test_ctrl_c_saves_and_resume_is_bit_for_bit(
     assert (out / "optimizer.safetensors").read_bytes() == (
         full_run.out / "optimizer.safetensors"
     ).read_bytes()
+
+
+def test_resume_is_exact_in_float64_through_the_api(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = train(config(corpus, tmp_path / "full", dtype="float64", steps=8), progress=False)
+    out = tmp_path / "run"
+    patch_loss(monkeypatch, ctrl_c_on(3))
+    stopped = train(config(corpus, out, dtype="float64", steps=8), progress=False)
+    monkeypatch.undo()
+    assert stopped.interrupted and stopped.step == 3 and stopped.final is None
+    assert GPT.from_pretrained(out, dtype=np.float64).params["wte.weight"].dtype == np.float64
+    resumed = train(config(corpus, out, dtype="float64", steps=8), resume=True, progress=False)
+    assert resumed.losses == reference.losses
+    assert resumed.history == reference.history
 
 
 def test_crash_while_writing_keeps_the_previous_checkpoint(
