@@ -711,7 +711,10 @@ def _deferred_sigint() -> Iterator[Callable[[], bool]]:
             raise KeyboardInterrupt
         pressed[0] = True
 
-    if threading.current_thread() is not threading.main_thread():
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # e.g. under nohup: keep ignoring
+    ):
         yield lambda: False
         return
     previous = signal.signal(signal.SIGINT, handle)
