@@ -1,6 +1,6 @@
 """Training a GPT on a text file: the loop, its checkpoints, and evaluation.
 
-One training step is the whole story of learning, in four lines of ``train``:
+One training step is the whole story of learning, in four lines of ``run_steps``:
 
     x, y = get_batch(...)                      # B random windows of text, and the next tokens
     loss, grads = model.loss_and_grads(x, y)   # how wrong the predictions are, and which way
@@ -13,14 +13,17 @@ memory), checkpoints, and resuming.
 
 The run directory
 -----------------
-``--out DIR`` is a Hugging Face model directory at every moment, so ``GPT.from_pretrained(DIR)``,
-``numpylm generate --model DIR`` and ``transformers`` can read it while training goes on:
+From the first checkpoint on, ``--out DIR`` is a Hugging Face model directory, so
+``GPT.from_pretrained(DIR)``, ``numpylm generate --model DIR`` and ``transformers`` can read it
+while training goes on:
 
 - ``config.json``, ``model.safetensors``: the model (``GPT.save_pretrained``),
 - ``vocab.json``, ``merges.txt``, ``tokenizer_config.json``: the tokenizer,
 - ``optimizer.safetensors``: AdamW's moments and step count,
 - ``trainer_state.json``: the step, the batch generator's state, the training arguments, the
   loss of every step and the evaluations, and the sha256 of each file above,
+- ``eval_results.json``: the loss, perplexity and nats per character on all of the validation
+  text, written when a run finishes,
 - ``data/``: the token ids of the text, cached (see ``data.py``).
 
 How a checkpoint is saved, so that a crash at any moment leaves a good one
