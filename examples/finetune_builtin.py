@@ -1,6 +1,6 @@
 """Before and after: fine-tune the built-in Shakespeare model to answer simple questions.
 
-    python examples/finetune_builtin.py                 # the built-in model, about 10 minutes
+    python examples/finetune_builtin.py                 # the built-in model
     python examples/finetune_builtin.py --model DIR     # any numpylm model directory or Hub id
 
 1. writes numpylm's instruction data set (``numpylm.instructions``) to OUT/data: training
@@ -56,9 +56,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/sft-builtin", help="(%(default)s)")
     parser.add_argument("--train", type=int, default=4000, help="training examples")
     parser.add_argument("--held-out", type=int, default=200, help="held-out examples")
-    parser.add_argument("--steps", type=int, default=750, help="fine-tuning steps")
+    parser.add_argument("--steps", type=int, default=2000, help="fine-tuning steps")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -368,3 +368,26 @@ def test_cli_finetune_then_generate_in_the_template(
     score_file = write_jsonl(tmp_path / "held.jsonl", EXAMPLES)
     assert main(["eval-sft", "--model", str(out), "--data", str(score_file), "--show", "1"]) == 0
     assert "exact match" in capsys.readouterr().out
+
+
+def test_finetune_a_hugging_face_directory_stays_readable_by_transformers(
+    tmp_path: Path,
+) -> None:
+    """A GPT-2 directory written by transformers (the tiny-gpt2 fixture, with its own
+    tokenizer) fine-tunes, and transformers reads the result and computes the same logits."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    source = Path(__file__).parent / "fixtures" / "tiny-gpt2"
+    train, _ = make_instructions(40, 0, seed=0)
+    data = write_jsonl(tmp_path / "train.jsonl", train)
+    cfg = FinetuneConfig(data=str(data), out=str(tmp_path / "ft"), model=str(source), steps=3)
+    finetune(cfg, progress=False)
+    ours, tok = load(tmp_path / "ft")
+    assert not np.array_equal(
+        ours.params["h.0.mlp.c_fc.weight"], load(source)[0].params["h.0.mlp.c_fc.weight"]
+    )
+    ids = encode_example(tok, EXAMPLES[0])[0]
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ft").eval()
+    with torch.no_grad():
+        expected = hf(torch.tensor([ids])).logits[0].numpy()
+    np.testing.assert_allclose(ours(np.array(ids)), expected, atol=1e-4)
