@@ -14,8 +14,11 @@ Parameters are plain arrays in ``model.params``, keyed by Hugging Face's GPT-2 s
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -536,6 +539,7 @@ class GPT:
         each step is the ``*_backward`` twin in ``layers`` of a forward line.
         """
         ids2d, targets2d, mask2d = self._check_batch(ids, targets, mask)
+        _keep_freed_memory()
         p = self.params
         acts: dict[str, np.ndarray] = {}
         logits = self._forward(ids2d, acts=acts)  # (B, T, V)
@@ -734,3 +738,26 @@ def _from_hf_names(
     except checkpoint.CheckpointError as e:
         raise checkpoint.CheckpointError(f"{source}: {e}") from None
     return params
+
+
+@functools.cache
+def _keep_freed_memory() -> None:
+    """Ask glibc's allocator to keep freed memory for reuse rather than give it back to the OS.
+
+    A training step creates and frees dozens of arrays of a few MB. By default glibc returns
+    such blocks to the OS on ``free`` and page-faults fresh zeroed pages in on the next
+    allocation, which costs 15-20% of a step (PyTorch avoids it with its caching allocator).
+    Raising the mmap and trim thresholds makes the next step reuse the same memory (the process
+    stays at its peak size between steps, rather than shrinking and growing again). Runs once
+    per process, on Linux with glibc; elsewhere it does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator alone
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's <malloc.h>
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # blocks up to 32 MB come from the reusable heap
+    mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and the heap is not trimmed below 1 GB of free space
