@@ -350,6 +350,16 @@ def test_corrupt_checkpoint_gives_clear_error_and_is_kept(
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
+def test_gpt2_tokenizer_run(corpus: Path, tmp_path: Path, tiktoken_gpt2: None) -> None:
+    out = tmp_path / "run"
+    cfg = config(corpus, out, tokenizer="gpt2", n_ctx=16, steps=2, batch_size=2, eval_every=2)
+    result = train(cfg, progress=False)
+    model, tokenizer = load(out)
+    assert model.config.vocab_size == 50257 and tokenizer.n_vocab == 50257
+    assert tokenizer.encode(VERSE) == Tokenizer.gpt2().encode(VERSE)
+    assert result.final is not None and result.final["loss"] < math.log(50257)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -416,7 +426,7 @@ def test_train_help(capsys: pytest.CaptureFixture[str]) -> None:
         (["--lr", "nan"], "argument --lr: must be a finite number"),
         (["--tokenizer", "bpe:12"], "SIZE in bpe:SIZE must be a whole number >= 257"),
         (["--config", "huge"], "argument --config: invalid choice: 'huge'"),
-        (["--warmup", "50", "--steps", "10"], "warmup (50) must not exceed steps (10)"),
+        (["--lr", "0.1", "--min-lr", "1"], "min_lr (1.0) must not exceed lr (0.1)"),
         (["--n-head", "3", "--n-embd", "32"], "n_embd (32) must be divisible by n_head (3)"),
     ],
 )

@@ -122,7 +122,7 @@ class TrainConfig:
         batch_size: windows per step; each step trains on ``batch_size * n_ctx`` tokens.
         lr: the peak learning rate, reached after ``warmup`` steps.
         min_lr: the learning rate at the end of the cosine decay (default ``lr / 10``).
-        warmup: steps of linear warm-up.
+        warmup: steps of linear warm-up (a run shorter than that warms up all the way).
         weight_decay: AdamW's decoupled weight decay (weight matrices and embeddings only).
         grad_clip: clip the global gradient norm to this (0 turns clipping off).
         eval_every: compute the validation loss every this many steps (and at the end).
@@ -167,8 +167,6 @@ class TrainConfig:
             _check_int(name, getattr(self, name), 1)
         for name in ("warmup", "eval_batches", "seed"):
             _check_int(name, getattr(self, name), 0)
-        if self.warmup > self.steps:
-            raise ValueError(f"warmup ({self.warmup}) must not exceed steps ({self.steps})")
         for name in ("lr", "weight_decay", "grad_clip"):
             _check_float(name, getattr(self, name))
         if self.lr == 0:
@@ -241,7 +239,14 @@ def make_tokenizer(spec: str, train_text: str) -> Tokenizer:
     the validation text stays unseen."""
     kind, size = parse_tokenizer_spec(spec)
     if kind == "gpt2":
-        return Tokenizer.gpt2()
+        try:
+            return Tokenizer.gpt2()
+        except OSError as e:  # requests' network errors are OSErrors too
+            raise CheckpointError(
+                f"could not get GPT-2's tokenizer ({type(e).__name__}): tiktoken downloads it "
+                "once and caches it in TIKTOKEN_CACHE_DIR. Connect once, or train a vocabulary "
+                "offline with --tokenizer bpe:1024"
+            ) from e
     if kind == "dir":
         return Tokenizer.from_pretrained(spec)
     from .bpe import train_bpe
@@ -619,7 +624,11 @@ def run_steps(
         while step < cfg.steps:
             t0 = time.perf_counter()
             lr = cosine_lr(
-                step, max_lr=cfg.lr, warmup_steps=cfg.warmup, total_steps=cfg.steps, min_lr=min_lr
+                step,
+                max_lr=cfg.lr,
+                warmup_steps=min(cfg.warmup, cfg.steps),
+                total_steps=cfg.steps,
+                min_lr=min_lr,
             )
             x, y = next_batch()  # (B, T) each
             loss, all_grads = model.loss_and_grads(x, y)
