@@ -49,22 +49,24 @@ def embedding_backward(
         ids: (B, T) the token ids of the forward pass.
         pos: (B, T) or (T,) the positions of the forward pass.
         dwte: (V, C) gradient of ``wte``, added to in place (the tied LM head's share may
-            already be in it).
-        dwpe: (n_ctx, C) gradient of ``wpe``, added to in place.
+            already be in it). Row- or column-major.
+        dwpe: (n_ctx, C) gradient of ``wpe``, added to in place. Row- or column-major.
 
     A token that occurs several times gets the sum of all its gradients. ``dwte[ids] += dout``
     would be wrong: with repeated ids NumPy writes each row once and drops the rest.
-    ``np.add.at`` accumulates every occurrence; it runs on flat element indices, its fast path
-    (about 4x faster than whole rows here), and adds in the same order, so the result is the same.
+    ``np.add.at`` accumulates every occurrence; it runs here on flat element indices, its fast
+    path (about 4x faster than whole rows), and adds in the same order, so the result is the same.
     """
-    if not (dwte.flags.c_contiguous and dwpe.flags.c_contiguous):
-        raise ValueError("dwte and dwpe must be C-contiguous: they are written through flat views")
     C = dout.shape[-1]
     channels = np.arange(C)
 
     def add_rows(table: np.ndarray, rows: np.ndarray, grad: np.ndarray) -> None:
-        flat = (rows.reshape(-1, 1) * C + channels).reshape(-1)  # element index of each value
-        np.add.at(table.reshape(-1), flat, grad.reshape(-1))  # reshape(-1) of a C-array: a view
+        flat = table.ravel(order="K")  # the table's memory in order: a view, if contiguous
+        if not np.shares_memory(flat, table):
+            raise ValueError("embedding gradients must be contiguous arrays (C or Fortran order)")
+        row_step, col_step = (stride // table.itemsize for stride in table.strides)
+        index = (rows.reshape(-1, 1) * row_step + channels * col_step).reshape(-1)  # (B*T*C,)
+        np.add.at(flat, index, grad.reshape(-1))
 
     add_rows(dwte, ids, dout)  # from wte[ids]
     # from wpe[pos]: with one row of positions shared by the batch, sum over the batch first

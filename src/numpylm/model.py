@@ -550,7 +550,8 @@ class GPT:
         # logits = x @ wte.T: the tied LM head gives wte its first share of gradient
         x = acts["ln_f.out"]  # (B, T, C)
         V, C = p["wte.weight"].shape
-        grads["wte.weight"] = dlogits.reshape(-1, V).T @ x.reshape(-1, C)  # (V, C)
+        # (V, C), column-major like wte itself, so the optimiser's updates run in memory order
+        grads["wte.weight"] = (x.reshape(-1, C).T @ dlogits.reshape(-1, V)).T
         dx = dlogits @ p["wte.weight"]  # (B, T, C)
         dx, grads["ln_f.weight"], grads["ln_f.bias"] = layer_norm_backward(
             dx, acts["ln_f.in"], p["ln_f.weight"]

@@ -87,27 +87,36 @@ class AdamW:
                 f"grads must have exactly the parameters' names; missing {missing[:5]}, "
                 f"unexpected {extra[:5]}"
             )
+        for name, p in self.params.items():  # check everything before changing anything
+            if grads[name].shape != p.shape:
+                raise ValueError(
+                    f"gradient {name!r} has shape {grads[name].shape}, parameter {p.shape}"
+                )
         self.t += 1
         lr, (beta1, beta2), t = self.lr, self.betas, self.t
         step_size = lr / (1.0 - beta1**t)  # the bias correction of m, folded into the step
         v_correction = 1.0 / math.sqrt(1.0 - beta2**t)  # the bias correction of v, under sqrt
         for name, p in self.params.items():
-            g = grads[name]
-            if g.shape != p.shape:
-                raise ValueError(f"gradient {name!r} has shape {g.shape}, parameter {p.shape}")
-            m, v = self.m[name], self.v[name]
+            g, m, v = grads[name], self.m[name], self.v[name]
             if name in self.decay:
                 p *= 1.0 - lr * self.weight_decay  # decoupled: decay is not mixed into m and v
-            # m = beta1 * m + (1 - beta1) * g, in place: m += (1 - beta1) * (g - m)
-            m += (1.0 - beta1) * (g - m)
+            # Every update is in place, and ``update`` is the one new array: the optimiser
+            # touches each of the model's weights several times per step, so this adds up.
+            # m = beta1 * m + (1 - beta1) * g
+            m *= beta1
+            m += (1.0 - beta1) * g
             # v = beta2 * v + (1 - beta2) * g * g
             v *= beta2
-            v += (1.0 - beta2) * (g * g)
+            update = np.square(g)
+            update *= 1.0 - beta2
+            v += update
             # p -= step_size * m / (sqrt(v) * v_correction + eps)
-            denom = np.sqrt(v)
-            denom *= v_correction
-            denom += self.eps
-            p -= step_size * (m / denom)
+            np.sqrt(v, out=update)
+            update *= v_correction
+            update += self.eps
+            np.divide(m, update, out=update)
+            update *= step_size
+            p -= update
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The optimiser's state as a flat dict of arrays (saves as safetensors or npz, no
