@@ -45,7 +45,7 @@ import numpy as np
 from . import checkpoint
 from .checkpoint import CheckpointError
 from .generate import generate_batch
-from .model import GPT
+from .model import GPT, param_shapes
 from .optim import AdamW
 from .tokenizer import Tokenizer
 from .train import (
@@ -436,7 +436,9 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     )
 
     frozen = FROZEN_BY_FREEZE_EMBEDDINGS if cfg.freeze_embeddings else ()
-    trainable = {k: p for k, p in model.params.items() if k not in frozen}
+    # In the config's order, whatever order the file had: the gradient norm sums the tensors'
+    # shares in this order, and a resumed run must add them up exactly as the first one did.
+    trainable = {k: model.params[k] for k in param_shapes(model.config) if k not in frozen}
     optimizer = AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if resume:
         optimizer.load_state_dict(optimizer_state)
