@@ -80,7 +80,7 @@ from .data import (
     read_text,
     split_text,
 )
-from .model import GPT, GPTConfig
+from .model import GPT, GPTConfig, param_shapes
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .tokenizer import Tokenizer
 
@@ -400,6 +400,9 @@ def load_checkpoint(out: Path) -> tuple[GPT, Tokenizer, dict[str, np.ndarray], d
                 "resumed from it exactly; restore the file from a copy, or start a new run"
             )
     model = GPT.from_pretrained(out, dtype=np.dtype(state["dtype"]))
+    # The file lists tensors alphabetically; a fresh model has them in param_shapes' order. The
+    # order matters for exactness: the global gradient norm adds the tensors' shares in it.
+    model.params = {name: model.params[name] for name in param_shapes(model.config)}
     tokenizer = Tokenizer.from_pretrained(out)
     optimizer_state = checkpoint.read_safetensors(out / OPTIMIZER_FILE)
     # safetensors' safe_open hands a 0-d tensor back with shape (1,); the step count is a scalar
