@@ -321,6 +321,7 @@ def _add_train_parser(commands: Any) -> None:
         ("--eval-batches", _nonnegative_int, "N", "validation batches per evaluation, 0 = all"),
         ("--save-every", _positive_int, "K", "steps between checkpoints (eval-every)"),
         ("--seed", _nonnegative_int, "S", "seed of the initial weights and the batches"),
+        ("--threads", _positive_int, "N", "split each batch across N threads, one per core"),
     ]
     tr.add_argument(
         "--config",
