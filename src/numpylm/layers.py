@@ -188,7 +188,9 @@ def gelu_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarra
     (``s = out / x``), so the backward needs no ``tanh`` (the slowest operation of the MLP):
     the same saving as ``tanh' = 1 - tanh^2`` from the output. At ``x = 0``, ``s = 0.5``.
     """
-    s = np.divide(out, x, out=np.full_like(x, 0.5), where=x != 0)  # s = out / x
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 where x = 0, set next
+        s = out / x
+    s[x == 0] = 0.5
     du2 = (2.0 * _GELU_C) * (1.0 + (3.0 * 0.044715) * (x * x))  # 2 u'
     return dout * (s * (1.0 + x * (1.0 - s) * du2))
 
@@ -196,8 +198,10 @@ def gelu_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarra
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Numerically stable softmax: subtracting the max leaves the result unchanged but keeps
     ``exp`` from overflowing, so logits like ``[1000, 1001]`` work."""
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    e = x - x.max(axis=axis, keepdims=True)
+    np.exp(e, out=e)  # in place: no second array of the input's size
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
 
 
 def softmax_backward(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -246,11 +250,12 @@ def attention(
         probabilities (rows sum to 1).
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = (q @ k.swapaxes(-1, -2)) * scale  # (B, H, T, L)
+    scores = q @ k.swapaxes(-1, -2)  # (B, H, T, L)
+    scores *= scale  # in place, as the masking: the largest arrays of a training step
     if allowed is not None:
         # The most negative finite number, not -inf: exp() of it is exactly 0 after the max is
         # subtracted, and a row that is masked everywhere (a padding token) stays finite.
-        scores = np.where(allowed, scores, np.finfo(scores.dtype).min)
+        np.copyto(scores, np.finfo(scores.dtype).min, where=~allowed)
     att = softmax(scores)
     return att @ v, att  # (B, H, T, D), (B, H, T, L)
 
