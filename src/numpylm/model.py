@@ -401,6 +401,31 @@ class GPT:
         logits = self._forward(ids2d, cache, mask, last_only)
         return logits[0] if np.ndim(ids) == 1 else logits
 
+    def attention_maps(self, ids: np.ndarray | list[int] | list[list[int]]) -> list[np.ndarray]:
+        """Where each token looks: every layer's attention probabilities for ``ids``.
+
+        Args:
+            ids: (B, T) integer token ids, or a 1-D (T,) sequence; T <= n_ctx.
+
+        Returns:
+            One array per layer, (B, H, T, T) (or (H, T, T) for 1-D ``ids``), in the model's
+            dtype: entry ``[b, h, t, s]`` is how much head ``h`` of token ``t`` attends to token
+            ``s``. Each row sums to 1 and is 0 above the diagonal (no token sees its future).
+
+        It is the ordinary forward pass with the probabilities kept, so the model's logits
+        for the same ids are unchanged by asking.
+        """
+        ids2d = self._check_ids(ids)
+        if ids2d.shape[1] > self.config.n_ctx:
+            raise ValueError(
+                f"sequence too long: {ids2d.shape[1]} tokens exceed the model's context of "
+                f"n_ctx={self.config.n_ctx}; pass at most the last {self.config.n_ctx} tokens"
+            )
+        acts: dict[str, np.ndarray] = {}
+        self._forward(ids2d, acts=acts)
+        maps = [acts[f"h.{i}.att"] for i in range(self.config.n_layer)]  # each (B, H, T, T)
+        return [m[0] for m in maps] if np.ndim(ids) == 1 else maps
+
     def _forward(
         self,
         ids: np.ndarray,
