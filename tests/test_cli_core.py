@@ -63,13 +63,13 @@ def test_python_dash_m_numpylm_generate() -> None:
     assert result.stdout == expected_output(8)
 
 
-def test_missing_model_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_prompt_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as excinfo:
-        main(["generate", "Hello"])
+        main(["generate", "--model", str(FIXTURE)])
     assert excinfo.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: numpylm generate")
-    assert "--model" in err and "required" in err
+    assert "PROMPT" in err and "required" in err
 
 
 def test_bad_model_path_is_a_one_line_error(

@@ -45,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--model",
         "-m",
-        required=True,
         metavar="NAME_OR_DIR",
-        help="a model directory or a Hugging Face Hub id such as gpt2",
+        help="a model directory or a Hugging Face Hub id such as gpt2 (default: the built-in "
+        "Shakespeare model)",
     )
     gen.add_argument(
         "--max-new-tokens",
@@ -392,7 +392,9 @@ def _add_eval_parser(commands: Any) -> None:
             "tokenizers, e.g. with character-level models)."
         ),
     )
-    ev.add_argument("--model", "-m", required=True, metavar="NAME_OR_DIR", help="the model")
+    ev.add_argument(
+        "--model", "-m", metavar="NAME_OR_DIR", help="the model (default: the built-in one)"
+    )
     ev.add_argument("--data", required=True, metavar="FILE", help="a UTF-8 text file")
     ev.add_argument(
         "--split",
