@@ -177,29 +177,55 @@ def worker(argv: list[str]) -> None:
         result = work_numpylm(model_dir, task, s)
     else:
         result = work_transformers(model_dir, task, s)
-    result["peak_rss_mb"] = peak_rss_mb()
+    result["peak_rss_mb"], result["end_rss_mb"] = rss_mb()
     print(json.dumps(result))
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB.
+def rss_mb() -> tuple[float, float]:
+    """This process's peak and current resident memory, in MB.
 
-    Linux's ``VmHWM`` starts afresh when the worker's program starts; ``ru_maxrss`` would also
-    count the benchmark process the worker was forked from."""
+    Linux's ``VmHWM`` (the peak) starts afresh when the worker's program starts, where
+    ``ru_maxrss`` would also count the benchmark process the worker was forked from."""
     try:
-        status = Path("/proc/self/status").read_text()
-        kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
-    except (OSError, StopIteration):
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kib * 1024 / 1e6
+        status = dict(
+            line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines()
+        )
+        peak, now = (int(status[k].split()[0]) for k in ("VmHWM", "VmRSS"))  # KiB
+    except (OSError, KeyError, ValueError):
+        peak = now = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return peak * 1024 / 1e6, now * 1024 / 1e6
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy since boot (Linux), or 0 where unknown."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    jiffies = [int(f) for f in fields]
+    idle = jiffies[3] + jiffies[4]  # idle + iowait
+    return (sum(jiffies) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def run_worker(who: str, task: str, model_dir: str, s: Settings) -> dict[str, Any]:
+    """Run one measurement in a fresh process; also note how busy the rest of the machine was
+    meanwhile (in cores), since other work makes every figure slower."""
     cmd = [sys.executable, __file__, "--worker", who, task, model_dir, json.dumps(vars(s))]
+    busy0, child0 = _busy_seconds(), _children_cpu()
+    t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{who} {task} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    others = (_busy_seconds() - busy0) - (_children_cpu() - child0)
+    result["other_cpu_cores"] = max(0.0, others / wall)
+    return result
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,20 +294,25 @@ def run(s: Settings, contenders: tuple[str, ...]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="numpylm-bench-") as model_dir:
         make_checkpoint(model_dir)
         per_token = weight_bytes_per_token(GPTConfig())
-        bw = run_worker("bandwidth", "-", model_dir, s)
-        results["bandwidth_gb_per_s"] = bw["gb_per_s"]
+        bandwidth = [run_worker("bandwidth", "-", model_dir, s)]
         results["weight_mb_per_token"] = per_token / 1e6
-        limit = bw["gb_per_s"] * 1e9 / per_token
-        results["decode_limit_tokens_per_s"] = limit
         for name in contenders:
             who, _, nocache = name.partition("-")
             print(f"  {name}: decode ...", file=sys.stderr, flush=True)
-            r = run_worker(who, "decode-nocache" if nocache else "decode", model_dir, s)
-            r["share_of_limit"] = r["tokens_per_s"] / limit
-            results["decode"][name] = r
+            results["decode"][name] = run_worker(
+                who, "decode-nocache" if nocache else "decode", model_dir, s
+            )
             if name in PREFILL_CONTENDERS:
                 print(f"  {name}: prefill ...", file=sys.stderr, flush=True)
                 results["prefill"][name] = run_worker(who, "prefill", model_dir, s)
+        bandwidth.append(run_worker("bandwidth", "-", model_dir, s))
+    # Measured before and after the rest: the better of the two is what the machine can do.
+    results["bandwidth_gb_per_s"] = max(b["gb_per_s"] for b in bandwidth)
+    results["bandwidth_runs"] = bandwidth
+    limit = results["bandwidth_gb_per_s"] * 1e9 / per_token
+    results["decode_limit_tokens_per_s"] = limit
+    for r in results["decode"].values():
+        r["share_of_limit"] = r["tokens_per_s"] / limit
     info["load_average_end"] = os.getloadavg()[0]
     ids = [r["ids"] for r in results["decode"].values()]
     results["same_tokens"] = all(i == ids[0] for i in ids)
@@ -298,11 +329,12 @@ def markdown(r: dict[str, Any]) -> str:
         f"best of {s['repeats']}; {s['threads']} threads.",
         "",
         "| contender | decode tok/s | vs transformers | share of limit | prefill tok/s "
-        "| vs transformers | peak RSS (MB) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| vs transformers | peak RSS (MB) | RSS at end (MB) | others' CPU (cores) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, d in r["decode"].items():
         p = r["prefill"].get(name)
+        runs = [d] if p is None else [d, p]
         cells = [
             name,
             f"{d['tokens_per_s']:.1f}",
@@ -310,7 +342,9 @@ def markdown(r: dict[str, Any]) -> str:
             f"{d['share_of_limit']:.0%}",
             f"{p['tokens_per_s']:.0f}" if p else "",
             f"{p['tokens_per_s'] / ref_prefill:.2f}x" if p and ref_prefill else "",
-            f"{max(d['peak_rss_mb'], p['peak_rss_mb'] if p else 0):.0f}",
+            f"{max(x['peak_rss_mb'] for x in runs):.0f}",
+            f"{d['end_rss_mb']:.0f}",
+            " / ".join(f"{x['other_cpu_cores']:.2f}" for x in runs),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -319,6 +353,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"weights read per token: {r['weight_mb_per_token']:.1f} MB; decode limit: "
         f"{r['decode_limit_tokens_per_s']:.0f} tok/s. "
         f"Same greedy tokens from every contender: {'yes' if r['same_tokens'] else 'NO'}.",
+        "",
+        "Peak RSS: the larger of the decode and prefill processes (each loads the checkpoint "
+        "itself); RSS at end: after decoding. Others' CPU: cores that other processes kept "
+        "busy during the decode / prefill run (anything above ~0.1 slows the figures).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, NumPy {m['numpy']} "
         f"with {m.get('numpy_blas', '?')}; torch {m.get('torch', '-')}, transformers "
