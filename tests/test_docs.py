@@ -1,4 +1,4 @@
-"""Every ```python block of README.md and docs/*.md runs, so no example in the docs can rot.
+"""Every ```python block of README.md and docs/**/*.md runs, so no example in the docs can rot.
 
 The blocks of one file run in order in one namespace (a later block may use what an earlier one
 defined), in a fresh temporary working directory. Other blocks (```bash, ```text, ...) are not
@@ -18,7 +18,7 @@ from numpylm import checkpoint
 from numpylm.loading import BUILTIN_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+FILES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 
 # An opening fence (``` or ~~~, indented up to 3 spaces), its info string, and the block up to
 # the closing fence of the same kind.
@@ -34,6 +34,8 @@ NOT_YET: dict[str, str] = {
     "which it does not create (minutes of CPU); it needs a short, self-contained version",
 }
 NEEDS_BUILTIN = re.compile(r"\bload\(\s*\)")  # numpylm.load(): the built-in model
+NEEDS_MATPLOTLIB = re.compile(r"numpylm\.viz|from numpylm import viz")
+NEEDS_TRANSFORMERS = re.compile(r"^import (torch|transformers)", re.MULTILINE)
 NEEDS_GPT2_TOKENIZER = re.compile(r"Tokenizer\.gpt2\(|tokenizer=\"gpt2\"|get_encoding\(")
 
 
@@ -98,6 +100,11 @@ def test_code_blocks_run(
             f"{_id(path)} uses the built-in model (numpylm.load()), and "
             f"{BUILTIN_DIR / checkpoint.WEIGHTS_FILE} does not exist yet"
         )
+    if NEEDS_MATPLOTLIB.search(code):
+        pytest.importorskip("matplotlib")  # the "plot" extra
+    if NEEDS_TRANSFORMERS.search(code):
+        pytest.importorskip("torch")  # the "parity" extra
+        pytest.importorskip("transformers")
     if NEEDS_GPT2_TOKENIZER.search(code):
         request.getfixturevalue("tiktoken_gpt2")  # GPT-2's BPE files, offline (or skip)
     monkeypatch.chdir(tmp_path)
