@@ -88,8 +88,11 @@ def _prompt(n: int, vocab: int, seed: int) -> np.ndarray:
 
 
 def work_numpylm(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
     from numpylm import GPT
 
+    threadpool_limits(s.threads, user_api="blas")  # as torch.set_num_threads for transformers
     model = GPT.from_pretrained(model_dir)
     V = model.config.vocab_size
     if task == "prefill":
