@@ -121,7 +121,8 @@ def work_numpylm(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
         return ids[len(prompt) :]
 
     best, times, out = _best_time(decode, s.repeats if use_cache else 1)
-    return {"tokens_per_s": s.new_tokens / best, "times": times, "ids": out}
+    end_rss = rss_mb()[1]  # with the model still loaded
+    return {"tokens_per_s": s.new_tokens / best, "times": times, "ids": out, "end_rss_mb": end_rss}
 
 
 def work_transformers(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
@@ -159,7 +160,8 @@ def work_transformers(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
             return out
 
         best, times, out = _best_time(decode, s.repeats if use_cache else 1)
-    return {"tokens_per_s": s.new_tokens / best, "times": times, "ids": out}
+        end_rss = rss_mb()[1]  # with the model still loaded
+    return {"tokens_per_s": s.new_tokens / best, "times": times, "ids": out, "end_rss_mb": end_rss}
 
 
 def work_bandwidth(s: Settings) -> dict[str, Any]:
@@ -180,7 +182,7 @@ def worker(argv: list[str]) -> None:
         result = work_numpylm(model_dir, task, s)
     else:
         result = work_transformers(model_dir, task, s)
-    result["peak_rss_mb"], result["end_rss_mb"] = rss_mb()
+    result["peak_rss_mb"] = rss_mb()[0]
     print(json.dumps(result))
 
 
@@ -329,7 +331,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [
         f"GPT-2 124M, float32, batch 1; decode: {s['prompt_len']}-token prompt + "
         f"{s['new_tokens']} greedy tokens; prefill: {s['prefill_len']} tokens; "
-        f"best of {s['repeats']}; {s['threads']} threads.",
+        f"best of {s['repeats']}; {s['threads']} thread(s).",
         "",
         "| contender | decode tok/s | vs transformers | share of limit | prefill tok/s "
         "| vs transformers | peak RSS (MB) | RSS at end (MB) | others' CPU (cores) |",
@@ -352,7 +354,7 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Memory bandwidth ({s['threads']} threads): {r['bandwidth_gb_per_s']:.1f} GB/s; "
+        f"Memory bandwidth ({s['threads']} thread(s)): {r['bandwidth_gb_per_s']:.1f} GB/s; "
         f"weights read per token: {r['weight_mb_per_token']:.1f} MB; decode limit: "
         f"{r['decode_limit_tokens_per_s']:.0f} tok/s. "
         f"Same greedy tokens from every contender: {'yes' if r['same_tokens'] else 'NO'}.",
