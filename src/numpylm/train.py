@@ -410,7 +410,7 @@ def load_checkpoint(out: Path) -> tuple[GPT, Tokenizer, dict[str, np.ndarray], d
     model.params = {name: model.params[name] for name in param_shapes(model.config)}
     tokenizer = Tokenizer.from_pretrained(out)
     optimizer_state = checkpoint.read_safetensors(out / OPTIMIZER_FILE)
-    # safetensors' safe_open hands a 0-d tensor back with shape (1,); the step count is a scalar
+    # the step count is a scalar (checkpoints read through safetensors' safe_open had shape (1,))
     optimizer_state["step"] = optimizer_state["step"].reshape(())
     return model, tokenizer, optimizer_state, state
 
