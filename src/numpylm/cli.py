@@ -343,9 +343,33 @@ def _add_train_parser(commands: Any) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, TrainingDiverged, resume_config, train
+    from .train import TrainConfig, resume_config, train
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    def summary(result: Any, cfg: Any) -> str:
+        final = result.final or {}
+        return (
+            f"trained {result.step} steps; validation loss {final.get('loss', math.nan):.4f}, "
+            f"perplexity {final.get('perplexity', math.nan):.2f}, "
+            f"{final.get('nats_per_char', math.nan):.4f} nats per character; the model is in "
+            f"{cfg.out}"
+        )
+
+    return _run_training(args, TrainConfig, resume_config, train, summary)
+
+
+def _run_training(
+    args: argparse.Namespace,
+    config_type: Any,
+    resume_config: Callable[..., Any],
+    run: Callable[..., Any],
+    summary: Callable[[Any, Any], str],
+) -> int:
+    """What ``train`` and ``finetune`` share: the run's configuration from the flags (or, with
+    --resume, the saved run's, changed by the flags given), the run itself, and the exit codes:
+    1 when training diverged, 130 when Ctrl-C stopped it (after saving)."""
+    from .train import TrainingDiverged
+
+    names = {f.name for f in dataclasses.fields(config_type)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     try:
         if args.resume:
@@ -353,13 +377,13 @@ def _run_train(args: argparse.Namespace) -> int:
         elif args.data is None:
             args.parser.error("--data FILE is required (except with --resume)")
         else:
-            cfg = TrainConfig(**given)
+            cfg = config_type(**given)
     except CheckpointError:
         raise
     except ValueError as e:
         args.parser.error(str(e))
     try:
-        result = train(cfg, resume=args.resume)
+        result = run(cfg, resume=args.resume)
     except TrainingDiverged as e:
         print(f"numpylm: error: {e}", file=sys.stderr)
         return 1
@@ -369,16 +393,11 @@ def _run_train(args: argparse.Namespace) -> int:
     if result.interrupted:
         print(
             f"numpylm: interrupted: saved step {result.step} to {cfg.out}; continue with "
-            f"`numpylm train --out {cfg.out} --resume`",
+            f"`numpylm {args.command} --out {cfg.out} --resume`",
             file=sys.stderr,
         )
         return 130
-    final = result.final or {}
-    print(
-        f"trained {result.step} steps; validation loss {final.get('loss', math.nan):.4f}, "
-        f"perplexity {final.get('perplexity', math.nan):.2f}, "
-        f"{final.get('nats_per_char', math.nan):.4f} nats per character; the model is in {cfg.out}"
-    )
+    print(summary(result, cfg))
     return 0
 
 
@@ -509,39 +528,15 @@ def _add_finetune_parsers(commands: Any) -> None:
 
 def _run_finetune(args: argparse.Namespace) -> int:
     from .finetune import FinetuneConfig, finetune, resume_config
-    from .train import TrainingDiverged
 
-    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    try:
-        if args.resume:
-            cfg = resume_config(**given)
-        elif args.data is None:
-            args.parser.error("--data FILE is required (except with --resume)")
-        else:
-            cfg = FinetuneConfig(**given)
-    except CheckpointError:
-        raise
-    except ValueError as e:
-        args.parser.error(str(e))
-    try:
-        result = finetune(cfg, resume=args.resume)
-    except TrainingDiverged as e:
-        print(f"numpylm: error: {e}", file=sys.stderr)
-        return 1
-    if result.interrupted:
-        print(
-            f"numpylm: interrupted: saved step {result.step} to {cfg.out}; continue with "
-            f"`numpylm finetune --out {cfg.out} --resume`",
-            file=sys.stderr,
+    def summary(result: Any, cfg: Any) -> str:
+        return (
+            f"fine-tuned {result.step} steps; validation loss "
+            f"{result.history[-1]['val_loss']:.4f} per response token; the model is in "
+            f"{cfg.out}:\n  numpylm generate --model {cfg.out} QUESTION"
         )
-        return 130
-    last = result.history[-1]
-    print(
-        f"fine-tuned {result.step} steps; validation loss {last['val_loss']:.4f} per response "
-        f"token; the model is in {cfg.out}:\n  numpylm generate --model {cfg.out} QUESTION"
-    )
-    return 0
+
+    return _run_training(args, FinetuneConfig, resume_config, finetune, summary)
 
 
 def _run_eval_sft(args: argparse.Namespace) -> int:
