@@ -27,12 +27,6 @@ FENCE = re.compile(
     r"(?P<body>.*?)^ {0,3}(?P=fence)[ \t]*$",
     re.MULTILINE | re.DOTALL,
 )
-# Files whose blocks cannot run in a test yet, each with the reason (reported as a skip). Keep
-# this empty: a block should be quick and local, or marked no-run if it needs the network.
-NOT_YET: dict[str, str] = {
-    "docs/finetuning.md": "its Python API block fine-tunes for 2000 steps on data/train.jsonl, "
-    "which it does not create (minutes of CPU); it needs a short, self-contained version",
-}
 NEEDS_BUILTIN = re.compile(r"\bload\(\s*\)")  # numpylm.load(): the built-in model
 NEEDS_MATPLOTLIB = re.compile(r"numpylm\.viz|from numpylm import viz")
 NEEDS_TRANSFORMERS = re.compile(r"^import (torch|transformers)", re.MULTILINE)
@@ -91,8 +85,6 @@ def test_code_blocks_run(
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
-    if _id(path) in NOT_YET:
-        pytest.skip(f"{_id(path)}: {NOT_YET[_id(path)]}")
     blocks = [b for b in python_blocks(path) if "no-run" not in b.words]
     code = "".join(b.code for b in blocks)
     if NEEDS_BUILTIN.search(code) and not (BUILTIN_DIR / checkpoint.WEIGHTS_FILE).is_file():
