@@ -274,6 +274,12 @@ def _float_at_least(low: float, strict: bool) -> Callable[[str], float]:
     return parse
 
 
+def _dropout_rate(text: str) -> float:
+    from .layers import check_dropout
+
+    return float(_checked(float, lambda value: check_dropout(value, "dropout"))(text))
+
+
 def _tokenizer_spec(text: str) -> str:
     from .train import parse_tokenizer_spec
 
@@ -322,6 +328,7 @@ def _add_train_parser(commands: Any) -> None:
         ("--save-every", _positive_int, "K", "steps between checkpoints (eval-every)"),
         ("--seed", _nonnegative_int, "S", "seed of the initial weights and the batches"),
         ("--threads", _positive_int, "N", "split each batch across N threads, one per core"),
+        ("--dropout", _dropout_rate, "P", "dropout rate while training, in [0, 1), 0 = off"),
     ]
     tr.add_argument(
         "--config",
@@ -487,6 +494,7 @@ def _add_finetune_parsers(commands: Any) -> None:
         ("--save-every", _positive_int, "K", "steps between checkpoints (eval-every)"),
         ("--val-fraction", _float_at_least(0.0, strict=True), "F", "share held out to validate"),
         ("--seed", _nonnegative_int, "S", "seed of the validation split and the batch order"),
+        ("--dropout", _dropout_rate, "P", "dropout rate while training, in [0, 1), 0 = off"),
     ]
     for flag, kind, metavar, text in flags:
         shown = default[flag.removeprefix("--").replace("-", "_")]

@@ -45,6 +45,7 @@ import numpy as np
 from . import checkpoint
 from .checkpoint import CheckpointError
 from .generate import generate_batch
+from .layers import check_dropout
 from .model import GPT, param_shapes
 from .optim import AdamW
 from .tokenizer import Tokenizer
@@ -339,8 +340,10 @@ class FinetuneConfig:
             one example).
         freeze_embeddings: train everything but the token and position embeddings. GPT-2 ties
             the output layer to the token embedding, so that stays as it was too.
-        seed: seeds the validation split and the batch order.
+        seed: seeds the validation split, the batch order and the dropout masks.
         dtype: ``float32`` or ``float64``.
+        dropout: the dropout rate of the training steps, in ``[0, 1)`` (see
+            ``GPT.loss_and_grads``); 0, the default, turns it off. Validation never drops.
     """
 
     data: str
@@ -361,6 +364,7 @@ class FinetuneConfig:
     freeze_embeddings: bool = False
     seed: int = 0
     dtype: str = "float32"
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         split_template(self.template)
@@ -383,6 +387,7 @@ class FinetuneConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        check_dropout(self.dropout, "dropout")
 
 
 def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:

@@ -15,6 +15,7 @@ such as ``np.sqrt(2.0)`` would, so constants here are plain Python floats.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -169,8 +170,21 @@ def gelu(x: np.ndarray) -> np.ndarray:
     """GPT-2's GELU, in the tanh approximation (``gelu_new`` in Hugging Face).
 
     ``0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))``, elementwise.
+
+    It runs over the MLP's (B, T, 4C) activations, the largest of the forward pass, so it is
+    computed step by step in one array: each temporary of that size would cost another pass
+    over memory (written in one line, the formula makes six of them).
     """
-    return 0.5 * x * (1.0 + np.tanh(_GELU_C * (x + 0.044715 * x * x * x)))
+    u = x * x
+    u *= 0.044715
+    u += 1.0
+    u *= x  # x + 0.044715 x^3
+    u *= _GELU_C
+    np.tanh(u, out=u)  # tanh(sqrt(2 / pi) (x + 0.044715 x^3))
+    u += 1.0
+    u *= x
+    u *= 0.5
+    return u
 
 
 def gelu_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -217,6 +231,70 @@ def softmax_backward(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
     return dx
 
 
+def check_dropout(p: object, name: str = "p") -> float:
+    """``p`` as a Python float, if it is a dropout rate: a number in ``[0, 1)``.
+
+    Raises:
+        ValueError: anything else, naming ``name`` (1 would drop everything; NaN, negative
+            numbers, strings and booleans are refused too).
+    """
+    if not isinstance(p, bool) and isinstance(p, numbers.Real) and 0.0 <= float(p) < 1.0:
+        return float(p)
+    raise ValueError(
+        f"{name} must be a dropout rate in [0, 1), the probability of zeroing each value "
+        f"(0 turns dropout off; 0.1 is usual), got {p!r}"
+    )
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, rng: np.random.Generator) -> np.ndarray:
+    """A boolean array of ``shape``, each entry True (kept) with probability ``1 - p``.
+
+    The random numbers are float32 whatever the model's dtype, so a float32 and a float64
+    model given generators in the same state drop the same entries.
+    """
+    p = check_dropout(p)
+    return rng.random(shape, dtype=np.float32) >= p
+
+
+def dropout(x: np.ndarray, p: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Inverted dropout, for training: zero each value with probability ``p``.
+
+    The kept values are scaled by ``1 / (1 - p)``, so every entry keeps its expected value,
+    ``E[y] = x``, and the layers after it see inputs of the same size whether dropout is on
+    or off (which is why evaluation and generation can simply not call it).
+
+    Args:
+        x: array of any shape, e.g. (B, T, C).
+        p: the dropout rate, in ``[0, 1)``.
+        rng: the generator the mask is drawn from.
+
+    Returns:
+        ``(y, keep)``: y has the shape and dtype of ``x``; keep is the boolean mask of the same
+        shape, True where ``x`` was kept (the backward needs it).
+    """
+    keep = dropout_mask(x.shape, p, rng)
+    return _apply_dropout(x, keep, p), keep
+
+
+def dropout_backward(dout: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
+    """Backward of ``dropout``: ``y = x * keep / (1 - p)`` is linear in ``x``, so the gradient
+    goes through the same mask and scale. A dropped value gets no gradient.
+
+    Args:
+        dout: gradient with respect to the output, shaped like ``keep``.
+        keep: the boolean mask ``dropout`` returned.
+        p: the rate of the forward pass.
+    """
+    return _apply_dropout(dout, keep, p)
+
+
+def _apply_dropout(a: np.ndarray, keep: np.ndarray, p: float) -> np.ndarray:
+    """``a * keep / (1 - p)``, keeping ``a``'s dtype (the scale is a Python float)."""
+    out = a * keep  # a bool mask multiplies as 0 or 1 without changing the dtype
+    out *= 1.0 / (1.0 - check_dropout(p))
+    return out
+
+
 def split_heads(x: np.ndarray, n_head: int) -> np.ndarray:
     """(B, T, C) -> (B, H, T, D): give each head its own slice of the channels."""
     B, T, C = x.shape
@@ -230,7 +308,12 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
 
 
 def attention(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, allowed: np.ndarray | None
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    allowed: np.ndarray | None,
+    *,
+    drop: tuple[np.ndarray, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scaled dot-product attention for all heads at once.
 
@@ -244,10 +327,13 @@ def attention(
         allowed: boolean array broadcastable to (B, H, T, L), True where query ``t`` may attend
             to key ``l`` (the causal mask, and padding); None when every key is allowed (one new
             token and no padding).
+        drop: for training with dropout, ``(keep, p)``: the probabilities are dropped with
+            ``keep``, a (B, H, T, L) boolean mask from ``dropout_mask``, and rate ``p`` before
+            they weight the values (GPT-2's ``attn_pdrop``). None (the default) drops nothing.
 
     Returns:
         ``(y, att)``: y (B, H, T, D) the attended values, att (B, H, T, L) the attention
-        probabilities (rows sum to 1).
+        probabilities (rows sum to 1), before any dropout.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
     scores = q @ k.swapaxes(-1, -2)  # (B, H, T, L)
@@ -257,11 +343,18 @@ def attention(
         # subtracted, and a row that is masked everywhere (a padding token) stays finite.
         np.copyto(scores, np.finfo(scores.dtype).min, where=~allowed)
     att = softmax(scores)
-    return att @ v, att  # (B, H, T, D), (B, H, T, L)
+    weights = att if drop is None else _apply_dropout(att, *drop)  # a query forgets some keys
+    return weights @ v, att  # (B, H, T, D), (B, H, T, L)
 
 
 def attention_backward(
-    dy: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray, att: np.ndarray
+    dy: np.ndarray,
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    att: np.ndarray,
+    *,
+    drop: tuple[np.ndarray, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backward of ``attention``, for all heads at once.
 
@@ -270,13 +363,17 @@ def attention_backward(
         q, k, v: the forward's (B, H, T, D), (B, H, L, D), (B, H, L, D) inputs.
         att: (B, H, T, L) the attention probabilities the forward returned (the mask is in
             them: masked entries are exactly 0, so no gradient reaches a hidden key).
+        drop: the forward's ``(keep, p)``, or None if it dropped nothing.
 
     Returns:
         ``(dq, dk, dv)`` with the shapes of ``q``, ``k`` and ``v``.
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
-    dv = att.swapaxes(-1, -2) @ dy  # from "att @ v": (B, H, L, D)
-    datt = dy @ v.swapaxes(-1, -2)  # from "att @ v": (B, H, T, L)
+    weights = att if drop is None else _apply_dropout(att, *drop)  # the forward's, again
+    dv = weights.swapaxes(-1, -2) @ dy  # from "weights @ v": (B, H, L, D)
+    datt = dy @ v.swapaxes(-1, -2)  # from "weights @ v": (B, H, T, L)
+    if drop is not None:
+        datt = dropout_backward(datt, *drop)  # from "weights = dropout(att)"
     dscores = softmax_backward(datt, att)  # from "softmax(scores)"
     dscores *= scale  # from "* scale"
     dq = dscores @ k  # from "q @ k.T": (B, H, T, D)

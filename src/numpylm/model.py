@@ -31,7 +31,11 @@ from .layers import (
     attention,
     attention_backward,
     causal_mask,
+    check_dropout,
     cross_entropy,
+    dropout,
+    dropout_backward,
+    dropout_mask,
     embedding,
     embedding_backward,
     gelu,
@@ -433,12 +437,13 @@ class GPT:
         mask: np.ndarray | None = None,
         last_only: bool = False,
         acts: dict[str, np.ndarray] | None = None,
+        drop: _Dropout | None = None,
     ) -> np.ndarray:
         """The forward pass over validated (B, T) ids; see ``__call__``.
 
         ``acts``, when given, receives the intermediate arrays that the backward pass needs
         (and the attention probabilities, for pictures), named ``h.{i}.<what>``; without it
-        nothing extra is kept.
+        nothing extra is kept. ``drop`` turns dropout on (training only; ``loss_and_grads``).
         """
         p, c = self.params, self.config
         B, T = ids.shape
@@ -474,8 +479,9 @@ class GPT:
         keep = _keeper(acts, "")
         keep("pos", pos)
         x = embedding(p["wte.weight"], p["wpe.weight"], ids, pos)  # (B, T, C)
+        x = _dropped(drop, keep, "embd.keep", x)
         for i in range(c.n_layer):
-            x = self._block(i, x, cache, start, allowed, acts)
+            x = self._block(i, x, cache, start, allowed, acts, drop)
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
         keep("ln_f.in", x)
@@ -499,11 +505,13 @@ class GPT:
         start: int,
         allowed: np.ndarray | None,
         acts: dict[str, np.ndarray] | None = None,
+        drop: _Dropout | None = None,
     ) -> np.ndarray:
         """Transformer block ``i``: attention, then the MLP, each added to the residual stream.
 
         x: (B, T, C) -> (B, T, C). ``keep`` records an intermediate in ``acts`` (if given) for
-        the backward pass, and returns it unchanged.
+        the backward pass, and returns it unchanged. With ``drop``, dropout at the attention
+        probabilities and at both branches' outputs.
         """
         p, h = self.params, f"h.{i}."
         T = x.shape[1]
@@ -522,17 +530,23 @@ class GPT:
             k = cache.k[i, :, :, : start + T]  # (B, H, L, D)
             v = cache.v[i, :, :, : start + T]
         keep("q", q), keep("k", k), keep("v", v)
-        y, att = attention(q, k, v, allowed)  # (B, H, T, D), (B, H, T, L)
+        att_drop = None  # with dropout, each query forgets some of the keys it would weigh
+        if drop is not None:
+            shape = (*q.shape[:3], k.shape[2])  # (B, H, T, L)
+            att_drop = (keep("att.keep", dropout_mask(shape, drop.p, drop.rng)), drop.p)
+        y, att = attention(q, k, v, allowed, drop=att_drop)  # (B, H, T, D), (B, H, T, L)
         keep("att", att)
         y = keep("attn.y", merge_heads(y))  # (B, T, C)
-        x = x + linear(y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"])
+        y = linear(y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"])
+        x = x + _dropped(drop, keep, "attn.keep", y)
 
         # MLP: widen to 4C, bend with GELU, project back.
         keep("ln_2.in", x)
         m = keep("ln_2.out", layer_norm(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"]))
         u = keep("mlp.fc", linear(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"]))  # (B,T,4C)
         g = keep("mlp.gelu", gelu(u))
-        return x + linear(g, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
+        out = linear(g, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
+        return x + _dropped(drop, keep, "mlp.keep", out)
 
     # ----------------------------------------------------------------------------------------
     # Training: the loss, and its gradient with respect to every parameter, written out by hand
@@ -544,7 +558,13 @@ class GPT:
         return cross_entropy(self._forward(ids2d), targets2d, mask2d)[0]
 
     def loss_and_grads(
-        self, ids: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None
+        self,
+        ids: np.ndarray,
+        targets: np.ndarray,
+        mask: np.ndarray | None = None,
+        *,
+        dropout: float = 0.0,
+        rng: np.random.Generator | None = None,
     ) -> tuple[float, dict[str, np.ndarray]]:
         """The mean cross-entropy of predicting ``targets`` from ``ids``, and its gradient.
 
@@ -555,6 +575,12 @@ class GPT:
             mask: boolean array shaped like ``ids``, True where a position counts towards the
                 loss; None counts every position. It only selects which predictions are
                 scored: every token is still read and attended to.
+            dropout: the dropout rate in ``[0, 1)``, at GPT-2's three sites (after the
+                embedding, on the attention probabilities, on each residual branch). 0, the
+                default, is the exact model with no randomness. Only this training call drops:
+                ``model(ids)``, ``loss`` and generation never do, and no state is left behind.
+            rng: the generator of the dropout masks; the same state gives the same masks (and
+                the same loss and gradient). None draws them from a fresh, unseeded generator.
 
         Returns:
             ``(loss, grads)``: the mean loss over the counted positions (a Python float), and
@@ -564,10 +590,12 @@ class GPT:
         each step is the ``*_backward`` twin in ``layers`` of a forward line.
         """
         ids2d, targets2d, mask2d = self._check_batch(ids, targets, mask)
+        p_drop = check_dropout(dropout, "dropout")
+        drop = _Dropout(p_drop, rng or np.random.default_rng()) if p_drop else None
         _keep_freed_memory()
         p = self.params
         acts: dict[str, np.ndarray] = {}
-        logits = self._forward(ids2d, acts=acts)  # (B, T, V)
+        logits = self._forward(ids2d, acts=acts, drop=drop)  # (B, T, V)
         loss, dlogits = cross_entropy(logits, targets2d, mask2d)
         del logits  # the largest activation; its gradient has taken its place
         grads: dict[str, np.ndarray] = {}
@@ -582,19 +610,27 @@ class GPT:
             dx, acts["ln_f.in"], p["ln_f.weight"]
         )
         for i in reversed(range(self.config.n_layer)):
-            dx = self._block_backward(i, dx, acts, grads)
+            dx = self._block_backward(i, dx, acts, grads, p_drop)
+        if p_drop:  # x = dropout(x), after the embedding
+            dx = dropout_backward(dx, acts["embd.keep"], p_drop)
         # x = wte[ids] + wpe[pos]: the embedding adds wte's second share
         grads["wpe.weight"] = np.zeros_like(p["wpe.weight"])
         embedding_backward(dx, ids2d, acts["pos"], grads["wte.weight"], grads["wpe.weight"])
         return loss, {name: grads[name] for name in p}
 
     def _block_backward(
-        self, i: int, dx: np.ndarray, acts: dict[str, np.ndarray], grads: dict[str, np.ndarray]
+        self,
+        i: int,
+        dx: np.ndarray,
+        acts: dict[str, np.ndarray],
+        grads: dict[str, np.ndarray],
+        p_drop: float = 0.0,
     ) -> np.ndarray:
         """Backward of ``_block`` ``i``: (B, T, C) gradient of its output -> of its input.
 
         Fills ``grads`` with the block's parameter gradients. A residual ``x = x + f(x)``
-        passes the gradient through unchanged and adds the branch's: ``dx + df``.
+        passes the gradient through unchanged and adds the branch's: ``dx + df``. ``p_drop``
+        is the forward's dropout rate (0: it dropped nothing).
         """
         p, h = self.params, f"h.{i}."
 
@@ -613,16 +649,21 @@ class GPT:
             )
             return dx
 
-        # x = x + linear(g, mlp.c_proj); g = gelu(u); u = linear(m, mlp.c_fc); m = ln_2(x)
-        dg = backward_linear(dx, act("mlp.gelu"), h + "mlp.c_proj")
+        def backward_dropout(d: np.ndarray, name: str) -> np.ndarray:
+            return dropout_backward(d, act(name), p_drop) if p_drop else d
+
+        # x = x + drop(linear(g, mlp.c_proj)); g = gelu(u); u = linear(m, mlp.c_fc); m = ln_2(x)
+        dout = backward_dropout(dx, "mlp.keep")
+        dg = backward_linear(dout, act("mlp.gelu"), h + "mlp.c_proj")
         du = gelu_backward(dg, act("mlp.fc"), act("mlp.gelu"))  # (B, T, 4C)
         dm = backward_linear(du, act("ln_2.out"), h + "mlp.c_fc")
         dx = dx + backward_ln(dm, act("ln_2.in"), h + "ln_2")
 
-        # x = x + linear(y, attn.c_proj); y = attention(q, k, v); q, k, v = linear(ln_1(x))
-        dy = backward_linear(dx, act("attn.y"), h + "attn.c_proj")  # (B, T, C)
+        # x = x + drop(linear(y, attn.c_proj)); y = attention(q, k, v); q, k, v = linear(ln_1(x))
+        dy = backward_linear(backward_dropout(dx, "attn.keep"), act("attn.y"), h + "attn.c_proj")
         dy = split_heads(dy, self.config.n_head)  # (B, H, T, D)
-        dq, dk, dv = attention_backward(dy, act("q"), act("k"), act("v"), act("att"))
+        att_drop = (act("att.keep"), p_drop) if p_drop else None
+        dq, dk, dv = attention_backward(dy, act("q"), act("k"), act("v"), act("att"), drop=att_drop)
         dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=-1)
         da = backward_linear(dqkv, act("ln_1.out"), h + "attn.c_attn")  # dqkv: (B, T, 3C)
         return dx + backward_ln(da, act("ln_1.in"), h + "ln_1")
@@ -706,6 +747,31 @@ def _keeper(acts: dict[str, np.ndarray] | None, prefix: str) -> Callable[[str, T
         return value
 
     return keep
+
+
+@dataclass(frozen=True)
+class _Dropout:
+    """Dropout while training, at GPT-2's three sites with one rate ``p`` (Hugging Face's
+    ``embd_pdrop``, ``attn_pdrop`` and ``resid_pdrop``): the embedding's output, the attention
+    probabilities, and each residual branch's output before it is added. The masks come from
+    ``rng`` in the order of the forward pass, so the same generator state gives the same masks.
+    """
+
+    p: float
+    rng: np.random.Generator
+
+
+def _dropped(
+    drop: _Dropout | None, keep: Callable[[str, np.ndarray], np.ndarray], name: str, x: np.ndarray
+) -> np.ndarray:
+    """``x`` through a dropout site: with ``drop``, ``layers.dropout`` of it, its mask recorded
+    by ``keep`` as ``name`` for the backward; without, ``x`` itself (no mask made, nothing
+    drawn, so training without dropout costs nothing extra)."""
+    if drop is None:
+        return x
+    y, mask = dropout(x, drop.p, drop.rng)
+    keep(name, mask)
+    return y
 
 
 def check_params(config: GPTConfig, params: dict[str, np.ndarray]) -> None:

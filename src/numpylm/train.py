@@ -82,6 +82,7 @@ from .data import (
     read_text,
     split_text,
 )
+from .layers import check_dropout
 from .model import GPT, GPTConfig, param_shapes
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .tokenizer import Tokenizer
@@ -136,6 +137,8 @@ class TrainConfig:
         dtype: ``float32`` or ``float64``.
         threads: split each batch across this many threads, one per core (see
             ``sharded_loss_and_grads``); 1 leaves the parallelism to the BLAS library.
+        dropout: the dropout rate of the training steps, in ``[0, 1)`` (see
+            ``GPT.loss_and_grads``); 0, the default, turns it off. Evaluation never drops.
     """
 
     data: str
@@ -159,6 +162,7 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     threads: int = 1
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         parse_tokenizer_spec(self.tokenizer)
@@ -182,6 +186,7 @@ class TrainConfig:
                 raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        check_dropout(self.dropout, "dropout")
         self.model_config(vocab_size=257)  # the shape's own checks (n_head divides n_embd, ...)
 
     def model_config(self, vocab_size: int) -> GPTConfig:
@@ -590,6 +595,10 @@ class Schedule(Protocol):
     def eval_every(self) -> int: ...
     @property
     def save_every(self) -> int | None: ...
+    @property
+    def dropout(self) -> float: ...
+    @property
+    def seed(self) -> int: ...
 
 
 def run_steps(
@@ -646,7 +655,13 @@ def run_steps(
                 min_lr=min_lr,
             )
             x, y = next_batch()  # (B, T) each
-            loss, all_grads = sharded_loss_and_grads(model, x, y, pool, threads)
+            # The dropout masks of a step come from the run's seed and the step alone: a
+            # resumed run draws the same ones with no generator state to save, and the batch
+            # generator is left alone (so dropout 0 changes nothing).
+            rng = np.random.default_rng([cfg.seed, 4, step]) if cfg.dropout else None
+            loss, all_grads = sharded_loss_and_grads(
+                model, x, y, pool, threads, dropout=cfg.dropout, rng=rng
+            )
             grads = {name: all_grads[name] for name in optimizer.params}  # not the frozen ones
             norm = clip_grad_norm(grads, cfg.grad_clip or math.inf)  # inf: measure, no clip
             if not (math.isfinite(loss) and math.isfinite(norm)):
@@ -676,9 +691,17 @@ def run_steps(
 
 
 def sharded_loss_and_grads(
-    model: GPT, x: np.ndarray, y: np.ndarray, pool: ThreadPoolExecutor | None, threads: int
+    model: GPT,
+    x: np.ndarray,
+    y: np.ndarray,
+    pool: ThreadPoolExecutor | None,
+    threads: int,
+    *,
+    dropout: float = 0.0,
+    rng: np.random.Generator | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
-    """``model.loss_and_grads(x, y)``, with the batch split across the threads of ``pool``.
+    """``model.loss_and_grads(x, y, dropout=dropout, rng=rng)``, with the batch split across
+    the threads of ``pool``.
 
     This is data parallelism, as GPUs do it across devices, here across the cores of one
     machine: each thread runs the forward and backward pass of a slice of the batch (NumPy
@@ -690,14 +713,24 @@ def sharded_loss_and_grads(
     Args:
         x, y: (B, T) inputs and targets (-1 where a target does not count).
         pool: ``threads`` worker threads, or None to run the whole batch in this thread.
+        dropout, rng: the dropout rate and the generator of its masks. Each shard draws from
+            its own generator, spawned from ``rng`` here before the threads start, so the
+            masks depend on the shard's place in the batch, never on which thread runs first.
     """
     if pool is None or len(x) < 2:
-        return model.loss_and_grads(x, y)
+        return model.loss_and_grads(x, y, dropout=dropout, rng=rng)
     shards = [s for s in np.array_split(np.arange(len(x)), threads) if len(s)]
+    rngs: list[np.random.Generator | None] = [None] * len(shards)
+    if dropout and rng is not None:
+        rngs = list(rng.spawn(len(shards)))
     counts = [int((y[s] != -1).sum()) for s in shards]
-    shards = [s for s, n in zip(shards, counts, strict=True) if n]  # nothing to learn: skip
-    weights = [n / sum(counts) for n in counts if n]
-    results = list(pool.map(lambda s: model.loss_and_grads(x[s], y[s]), shards))
+    kept = [i for i, n in enumerate(counts) if n]  # a shard with nothing to learn is skipped
+    weights = [counts[i] / sum(counts) for i in kept]
+
+    def run(i: int) -> tuple[float, dict[str, np.ndarray]]:
+        return model.loss_and_grads(x[shards[i]], y[shards[i]], dropout=dropout, rng=rngs[i])
+
+    results = list(pool.map(run, kept))
     loss = sum(w * shard_loss for w, (shard_loss, _) in zip(weights, results, strict=True))
     grads = {}
     for name in results[0][1]:
