@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, parallel
 from .layers import (
     attention,
     attention_backward,
@@ -402,7 +402,8 @@ class GPT:
         if cache is not None and cache.batch_size != B:
             raise ValueError(f"the cache was made for batch size {cache.batch_size}, ids have {B}")
         mask = None if attention_mask is None else self._check_mask(attention_mask, B, T)
-        logits = self._forward(ids2d, cache, mask, last_only)
+        with parallel.single_threaded_blas(ids2d.size):  # numpylm's threads split the work
+            logits = self._forward(ids2d, cache, mask, last_only)
         return logits[0] if np.ndim(ids) == 1 else logits
 
     def attention_maps(self, ids: np.ndarray | list[int] | list[list[int]]) -> list[np.ndarray]:
@@ -486,7 +487,8 @@ class GPT:
             x = x[:, -1:]  # (B, 1, C)
         keep("ln_f.in", x)
         x = keep("ln_f.out", layer_norm(x, p["ln_f.weight"], p["ln_f.bias"]))
-        logits = x @ p["wte.weight"].T  # (B, T, V): the LM head is the token embedding, tied
+        head = p["wte.weight"].T  # (C, V): the LM head is the token embedding, tied
+        logits = parallel.linear(x, head) if acts is None else x @ head  # (B, T, V)
 
         if cache is not None:
             cache.length = L
@@ -517,11 +519,14 @@ class GPT:
         T = x.shape[1]
         n_head = self.config.n_head
         keep = _keeper(acts, h)
+        # Inference splits its large operations over the cores (numpylm.parallel); training
+        # calls the layers as they are and keeps what the backward pass reads.
+        lin, act_fn = (linear, gelu) if acts is not None else (parallel.linear, parallel.gelu)
 
         # Attention: every new token asks (query) and offers (key, value).
         keep("ln_1.in", x)
         a = keep("ln_1.out", layer_norm(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"]))
-        qkv = linear(a, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"])  # (B, T, 3C)
+        qkv = lin(a, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"])  # (B, T, 3C)
         q, k, v = (split_heads(t, n_head) for t in np.split(qkv, 3, axis=-1))  # 3 x (B, H, T, D)
         if cache is not None:
             # Store the new keys and values, then attend over everything stored so far.
@@ -534,18 +539,21 @@ class GPT:
         if drop is not None:
             shape = (*q.shape[:3], k.shape[2])  # (B, H, T, L)
             att_drop = (keep("att.keep", dropout_mask(shape, drop.p, drop.rng)), drop.p)
-        y, att = attention(q, k, v, allowed, drop=att_drop)  # (B, H, T, D), (B, H, T, L)
-        keep("att", att)
+        if acts is None:
+            y = parallel.attention(q, k, v, allowed)  # (B, H, T, D)
+        else:
+            y, att = attention(q, k, v, allowed, drop=att_drop)  # (B, H, T, D), (B, H, T, L)
+            keep("att", att)
         y = keep("attn.y", merge_heads(y))  # (B, T, C)
-        y = linear(y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"])
+        y = lin(y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"])
         x = x + _dropped(drop, keep, "attn.keep", y)
 
         # MLP: widen to 4C, bend with GELU, project back.
         keep("ln_2.in", x)
         m = keep("ln_2.out", layer_norm(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"]))
-        u = keep("mlp.fc", linear(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"]))  # (B,T,4C)
-        g = keep("mlp.gelu", gelu(u))
-        out = linear(g, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
+        u = keep("mlp.fc", lin(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"]))  # (B,T,4C)
+        g = keep("mlp.gelu", act_fn(u))
+        out = lin(g, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
         return x + _dropped(drop, keep, "mlp.keep", out)
 
     # ----------------------------------------------------------------------------------------
@@ -555,7 +563,9 @@ class GPT:
         """The mean next-token cross-entropy, forward only (for evaluation); the arguments are
         those of ``loss_and_grads``."""
         ids2d, targets2d, mask2d = self._check_batch(ids, targets, mask)
-        return cross_entropy(self._forward(ids2d), targets2d, mask2d)[0]
+        with parallel.single_threaded_blas(ids2d.size):  # numpylm's threads split the work
+            logits = self._forward(ids2d)
+        return cross_entropy(logits, targets2d, mask2d)[0]
 
     def loss_and_grads(
         self,
