@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from numpylm import GPT, GPTConfig
+from numpylm.bpe import train_bpe
 from numpylm.cli import main
+from numpylm.finetune import Example, FinetuneConfig, finetune, write_jsonl
 from numpylm.layers import (
     attention,
     attention_backward,
@@ -348,9 +350,11 @@ def test_runs_saved_before_dropout_resume_without_it(corpus: Path, tmp_path: Pat
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.5, math.nan, "0.2"])
-def test_train_config_checks_the_rate(bad: Any, tmp_path: Path) -> None:
+def test_train_and_finetune_configs_check_the_rate(bad: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"dropout .*\[0, 1\)"):
         config(tmp_path / "x.txt", tmp_path / "run", dropout=bad)
+    with pytest.raises(ValueError, match=r"dropout .*\[0, 1\)"):
+        FinetuneConfig(data="x.jsonl", out=str(tmp_path / "run"), dropout=bad)
 
 
 @pytest.mark.parametrize("command", ["train", "finetune"])
@@ -378,3 +382,34 @@ def test_train_help_mentions_dropout(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--dropout" in capsys.readouterr().out
+
+
+def test_finetune_drops_in_training_steps_only(tmp_path: Path) -> None:
+    examples = [
+        Example(f"Count from {i} to {i + 3}.", f"{i} {i + 1} {i + 2} {i + 3}") for i in range(30)
+    ]
+    data = write_jsonl(tmp_path / "train.jsonl", examples)
+    tokenizer = train_bpe("".join(e.prompt + e.response for e in examples), 280)
+    base = tmp_path / "base"
+    GPT(
+        GPTConfig(vocab_size=tokenizer.n_vocab, n_ctx=32, n_layer=1, n_head=2, n_embd=16)
+    ).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    runs = {
+        p: finetune(
+            FinetuneConfig(
+                data=str(data),
+                out=str(tmp_path / f"ft{p}"),
+                model=str(base),
+                steps=3,
+                batch_size=4,
+                dropout=p,
+            ),
+            progress=False,
+        )
+        for p in (0.0, 0.3)
+    }
+    assert runs[0.3].history[0]["val_loss"] == runs[0.0].history[0]["val_loss"]  # no dropout
+    assert runs[0.3].losses[0] != runs[0.0].losses[0]  # the same weights and batch, dropped
+    saved = json.loads((tmp_path / "ft0.3" / TRAINER_STATE).read_text())
+    assert saved["args"]["dropout"] == 0.3
