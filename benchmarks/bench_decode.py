@@ -90,9 +90,12 @@ def _prompt(n: int, vocab: int, seed: int) -> np.ndarray:
 def work_numpylm(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
-    from numpylm import GPT
+    from numpylm import GPT, parallel
 
-    threadpool_limits(s.threads, user_api="blas")  # as torch.set_num_threads for transformers
+    # The same thread count as torch.set_num_threads for transformers: BLAS's own threads for
+    # decode steps, numpylm's for a prompt (numpylm.parallel)
+    threadpool_limits(s.threads, user_api="blas")
+    parallel.set_threads(s.threads)
     model = GPT.from_pretrained(model_dir)
     V = model.config.vocab_size
     if task == "prefill":
