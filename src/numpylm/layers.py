@@ -209,10 +209,11 @@ def gelu_backward(dout: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarra
     return dout * (s * (1.0 + x * (1.0 - s) * du2))
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
     """Numerically stable softmax: subtracting the max leaves the result unchanged but keeps
-    ``exp`` from overflowing, so logits like ``[1000, 1001]`` work."""
-    e = x - x.max(axis=axis, keepdims=True)
+    ``exp`` from overflowing, so logits like ``[1000, 1001]`` work. ``out`` (which may be ``x``
+    itself) receives the result instead of a new array."""
+    e = np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
     np.exp(e, out=e)  # in place: no second array of the input's size
     e /= e.sum(axis=axis, keepdims=True)
     return e
@@ -337,12 +338,13 @@ def attention(
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
     scores = q @ k.swapaxes(-1, -2)  # (B, H, T, L)
-    scores *= scale  # in place, as the masking: the largest arrays of a training step
+    # In place, as the masking and the softmax: the largest arrays of a training step
+    scores *= scale
     if allowed is not None:
         # The most negative finite number, not -inf: exp() of it is exactly 0 after the max is
         # subtracted, and a row that is masked everywhere (a padding token) stays finite.
         np.copyto(scores, np.finfo(scores.dtype).min, where=~allowed)
-    att = softmax(scores)
+    att = softmax(scores, out=scores)
     weights = att if drop is None else _apply_dropout(att, *drop)  # a query forgets some keys
     return weights @ v, att  # (B, H, T, D), (B, H, T, L)
 
