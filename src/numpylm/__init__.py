@@ -1,7 +1,10 @@
 """numpylm: a GPT-2 language model in plain NumPy.
 
-The story, one module per idea: ``tokenizer`` (text -> tokens), ``layers`` and ``model`` (the
-transformer, its attention and its KV cache), and ``checkpoint`` (loading and saving weights).
+The story, one module per idea: ``tokenizer`` and ``bpe`` (text -> tokens), ``layers`` and
+``model`` (the transformer, its attention, its KV cache, its gradient), ``sampling`` and
+``generate`` (one token at a time), ``train`` and ``optim`` (learning from text), ``finetune``
+(teaching a trained model to answer), ``checkpoint`` and ``loading`` (weights on disk and the
+built-in model), ``viz`` (pictures); ``parallel`` spreads a prompt's work over the cores.
 """
 
 from .bpe import train_bpe
@@ -11,6 +14,7 @@ from .generate import Step, complete, complete_batch, generate, generate_batch, 
 from .loading import load
 from .model import GPT, GPTConfig, KVCache
 from .optim import AdamW
+from .parallel import set_threads
 from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p
 from .tokenizer import Tokenizer
 from .trace import Trace, trace
@@ -37,6 +41,7 @@ __all__ = [
     "greedy",
     "load",
     "min_p",
+    "set_threads",
     "softmax",
     "stream",
     "temperature",
