@@ -1,0 +1,105 @@
+"""The teaching notebooks (examples/*.ipynb) run top to bottom, and are committed with outputs.
+
+Each notebook is executed with nbclient in a fresh ``python3`` kernel (this interpreter's
+ipykernel), in examples/ as its working directory, exactly as a learner would run it; any cell
+that raises fails the test, with the cell and its traceback in the message. The kernel inherits
+the environment, so ``NUMPYLM_DATA`` reaches the notebooks (they use the shared data when it is
+set, and say so and skip that part when not). The Hub is switched off (``HF_HUB_OFFLINE=1``): a
+test never downloads GPT-2, and the notebooks that use it fall back or skip, as they do offline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from numpylm import GPT, GPTConfig, Tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
+CELL_TIMEOUT = 600  # seconds for one cell; the slowest (training, fine-tuning) take about a minute
+
+
+def _id(path: Path) -> str:
+    return path.name
+
+
+def execute(path: Path) -> dict[str, Any]:
+    """Run every cell of the notebook at ``path`` in a new kernel; the notebook with outputs."""
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("matplotlib")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},  # the kernel's working directory
+    )
+    client.execute()  # raises CellExecutionError at the first cell that fails
+    return dict(nb)
+
+
+def output_text(nb: dict[str, Any]) -> str:
+    """Everything the code cells printed or returned as text."""
+    parts = []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            text = out.get("text") or out.get("data", {}).get("text/plain", "")
+            parts.append("".join(text) if isinstance(text, list) else text)
+    return "\n".join(parts)
+
+
+def test_there_are_seven_notebooks() -> None:
+    names = [p.name for p in NOTEBOOKS]
+    assert len(names) == 7, names
+    assert [n[:3] for n in names] == [f"0{i}_" for i in range(1, 8)], names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    nb = execute(path)
+    assert output_text(nb).strip(), f"{path.name} printed nothing"
+
+
+@pytest.mark.slow
+def test_gpt2_notebook_with_a_local_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiktoken_gpt2: None
+) -> None:
+    """07_gpt2's cells that run only when GPT-2 is there, run on a small random model with
+    GPT-2's vocabulary (``NUMPYLM_GPT2`` names a local folder), so they cannot rot offline."""
+    config = GPTConfig(vocab_size=50257, n_ctx=1024, n_layer=2, n_head=2, n_embd=64)
+    GPT(config, seed=0).save_pretrained(tmp_path)
+    Tokenizer.gpt2().save_pretrained(tmp_path)
+    monkeypatch.setenv("NUMPYLM_GPT2", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text = output_text(execute(EXAMPLES / "07_gpt2.ipynb"))
+    assert "skipped" not in text
+    assert "generate() == the loop by hand" in text
+    assert "asked 100 times" in text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_notebook_is_committed_with_outputs(path: Path) -> None:
+    """Run top to bottom once and saved with the outputs, so it reads well on GitHub."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code, f"{path.name} has no code cells"
+    counts = [c["execution_count"] for c in code]
+    assert counts == list(range(1, len(code) + 1)), (
+        f"{path.name}: execution counts {counts}; run all cells in order from a fresh kernel and "
+        "save the notebook with its outputs"
+    )
+    errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
+    assert not errors, f"{path.name} was saved with an error output: {errors[0].get('ename')}"
+    assert sum(bool(c["outputs"]) for c in code) >= len(code) // 2, f"{path.name}: few outputs"
+    sources = "".join("".join(c["source"]) for c in nb["cells"])
+    assert "/work/" not in sources, f"{path.name} hard-codes a local path"
