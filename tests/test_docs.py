@@ -9,6 +9,7 @@ needs the network (GPT-2 from the Hub), and each one is reported as a skipped te
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def test_code_blocks_run(
     if NEEDS_GPT2_TOKENIZER.search(code):
         request.getfixturevalue("tiktoken_gpt2")  # GPT-2's BPE files, offline (or skip)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a block's mkdtemp() is cleaned up
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a block that reaches for the Hub must say no-run
     namespace: dict[str, object] = {"__name__": "__main__"}
     for block in blocks:

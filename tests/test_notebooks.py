@@ -6,6 +6,8 @@ that raises fails the test, with the cell and its traceback in the message. The 
 the environment, so ``NUMPYLM_DATA`` reaches the notebooks (they use the shared data when it is
 set, and say so and skip that part when not). The Hub is switched off (``HF_HUB_OFFLINE=1``): a
 test never downloads GPT-2, and the notebooks that use it fall back or skip, as they do offline.
+``TMPDIR`` points into the test's own temporary folder, so the runs and models the notebooks
+write (to ``tempfile.mkdtemp()``) are cleaned up with it.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ def _id(path: Path) -> str:
     return path.name
 
 
-def execute(path: Path) -> dict[str, Any]:
+def execute(path: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Run every cell of the notebook at ``path`` in a new kernel; the notebook with outputs."""
     nbclient = pytest.importorskip("nbclient")
     nbformat = pytest.importorskip("nbformat")
     pytest.importorskip("ipykernel")
     pytest.importorskip("matplotlib")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tmp.mkdir(exist_ok=True)
+    monkeypatch.setenv("TMPDIR", str(tmp))  # the kernel inherits the environment
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb,
@@ -63,9 +68,8 @@ def test_there_are_seven_notebooks() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
-def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    nb = execute(path)
+def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nb = execute(path, tmp_path, monkeypatch)
     assert output_text(nb).strip(), f"{path.name} printed nothing"
 
 
@@ -76,11 +80,11 @@ def test_gpt2_notebook_with_a_local_model(
     """07_gpt2's cells that run only when GPT-2 is there, run on a small random model with
     GPT-2's vocabulary (``NUMPYLM_GPT2`` names a local folder), so they cannot rot offline."""
     config = GPTConfig(vocab_size=50257, n_ctx=1024, n_layer=2, n_head=2, n_embd=64)
-    GPT(config, seed=0).save_pretrained(tmp_path)
-    Tokenizer.gpt2().save_pretrained(tmp_path)
-    monkeypatch.setenv("NUMPYLM_GPT2", str(tmp_path))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    text = output_text(execute(EXAMPLES / "07_gpt2.ipynb"))
+    local = tmp_path / "gpt2"
+    GPT(config, seed=0).save_pretrained(local)
+    Tokenizer.gpt2().save_pretrained(local)
+    monkeypatch.setenv("NUMPYLM_GPT2", str(local))
+    text = output_text(execute(EXAMPLES / "07_gpt2.ipynb", tmp_path / "tmp", monkeypatch))
     assert "skipped" not in text
     assert "generate() == the loop by hand" in text
     assert "asked 100 times" in text
