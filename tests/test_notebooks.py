@@ -13,6 +13,7 @@ write (to ``tempfile.mkdtemp()``) are cleaned up with it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,14 @@ def test_notebook_is_committed_with_outputs(path: Path) -> None:
     assert sum(bool(c["outputs"]) for c in code) >= len(code) // 2, f"{path.name}: few outputs"
     sources = "".join("".join(c["source"]) for c in nb["cells"])
     assert "/work/" not in sources, f"{path.name} hard-codes a local path"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_notebook_links_resolve(path: Path) -> None:
+    """Every relative link in the text (to the source, the docs, the other notebooks) exists."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    links = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+    assert links, f"{path.name} links to nothing"
+    missing = [t for t in links if not (path.parent / t.split("#")[0]).exists()]
+    assert not missing, f"{path.name} links to files that do not exist: {missing}"
