@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from gradcheck import numerical_grad, rel_err
 
 from numpylm import GPT, GPTConfig
 from numpylm.bpe import train_bpe
@@ -34,31 +35,8 @@ from numpylm.layers import (
 from numpylm.train import TRAINER_STATE, TrainConfig, resume_config, sharded_loss_and_grads, train
 
 TOL = 1e-6
-H = 1e-5
 P = 0.3
 MICRO = GPTConfig(vocab_size=7, n_ctx=8, n_layer=2, n_head=2, n_embd=8)
-
-
-def numerical_grad(f: Any, a: np.ndarray) -> np.ndarray:
-    """Central differences of ``f()`` with respect to every entry of ``a`` (in place, restored)."""
-    grad = np.zeros_like(a)
-    flat, gflat = a.ravel(order="K"), grad.ravel(order="K")
-    assert np.shares_memory(flat, a)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + H
-        up = f()
-        flat[i] = old - H
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * H)
-    return grad
-
-
-def rel_err(a: np.ndarray, b: np.ndarray) -> float:
-    scale = max(np.linalg.norm(a), np.linalg.norm(b))
-    assert scale > 0, "a gradient that is identically zero checks nothing"
-    return float(np.linalg.norm(a - b) / scale)
 
 
 def random_model(seed: int, dtype: type = np.float64) -> GPT:

@@ -9,10 +9,9 @@ called with ``dout = R``. The comparison is the relative error of the whole grad
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
+from gradcheck import numerical_grad, rel_err
 
 from numpylm import GPT, GPTConfig
 from numpylm.layers import (
@@ -33,30 +32,6 @@ from numpylm.layers import (
 )
 
 TOL = 1e-6
-H = 1e-5  # finite-difference step: h^2 truncation and 1e-16/h rounding both stay far below TOL
-
-
-def numerical_grad(f: Callable[[], float], a: np.ndarray) -> np.ndarray:
-    """Central differences of ``f()`` with respect to every entry of ``a`` (changed in place,
-    then restored)."""
-    grad = np.zeros_like(a)
-    flat, gflat = a.ravel(order="K"), grad.ravel(order="K")  # views, in memory order
-    assert np.shares_memory(flat, a)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + H
-        up = f()
-        flat[i] = old - H
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * H)
-    return grad
-
-
-def rel_err(a: np.ndarray, b: np.ndarray) -> float:
-    scale = max(np.linalg.norm(a), np.linalg.norm(b))
-    assert scale > 0, "a gradient that is identically zero checks nothing"
-    return float(np.linalg.norm(a - b) / scale)
 
 
 @pytest.fixture
