@@ -31,8 +31,10 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .layers import attention as _attention
 from .layers import gelu as _gelu
@@ -47,6 +49,7 @@ _threads: int | None = None
 
 
 def _default_threads() -> int:
+    """``NUMPYLM_THREADS`` if it is set, else the number of cores this process may use."""
     env = os.environ.get("NUMPYLM_THREADS")
     if env:
         try:
@@ -114,9 +117,9 @@ def splits(rows: int) -> bool:
 
 
 @functools.cache
-def _blas_controller() -> object:
-    from threadpoolctl import ThreadpoolController
-
+def _blas_controller() -> Any:
+    """threadpoolctl's handle on the BLAS libraries NumPy loaded (finding them takes a few
+    milliseconds, so once)."""
     return ThreadpoolController()
 
 
@@ -129,7 +132,7 @@ def single_threaded_blas(rows: int) -> Iterator[None]:
     if not splits(rows):
         yield
         return
-    with _blas_controller().limit(limits=1, user_api="blas"):  # type: ignore[attr-defined]
+    with _blas_controller().limit(limits=1, user_api="blas"):
         yield
 
 
