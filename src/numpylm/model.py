@@ -534,14 +534,14 @@ class GPT:
             cache.v[i, :, :, start : start + T] = v
             k = cache.k[i, :, :, : start + T]  # (B, H, L, D)
             v = cache.v[i, :, :, : start + T]
-        keep("q", q), keep("k", k), keep("v", v)
-        att_drop = None  # with dropout, each query forgets some of the keys it would weigh
-        if drop is not None:
-            shape = (*q.shape[:3], k.shape[2])  # (B, H, T, L)
-            att_drop = (keep("att.keep", dropout_mask(shape, drop.p, drop.rng)), drop.p)
-        if acts is None:
+        if acts is None:  # inference: nothing to keep, nothing dropped
             y = parallel.attention(q, k, v, allowed)  # (B, H, T, D)
         else:
+            keep("q", q), keep("k", k), keep("v", v)
+            att_drop = None  # with dropout, each query forgets some of the keys it would weigh
+            if drop is not None:
+                shape = (*q.shape[:3], k.shape[2])  # (B, H, T, L)
+                att_drop = (keep("att.keep", dropout_mask(shape, drop.p, drop.rng)), drop.p)
             y, att = attention(q, k, v, allowed, drop=att_drop)  # (B, H, T, D), (B, H, T, L)
             keep("att", att)
         y = keep("attn.y", merge_heads(y))  # (B, T, C)
