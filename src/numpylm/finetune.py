@@ -45,7 +45,6 @@ import numpy as np
 from . import checkpoint
 from .checkpoint import CheckpointError
 from .generate import generate_batch
-from .layers import check_dropout
 from .model import GPT, param_shapes
 from .optim import AdamW
 from .tokenizer import Tokenizer
@@ -55,6 +54,7 @@ from .train import (
     TrainResult,
     _check_float,
     _check_int,
+    check_optimisation,
     load_checkpoint,
     recover,
     run_steps,
@@ -375,19 +375,12 @@ class FinetuneConfig:
             _check_int("save_every", self.save_every, 1)
         if self.steps and self.warmup > self.steps:
             raise ValueError(f"warmup ({self.warmup}) must not exceed steps ({self.steps})")
-        for name in ("lr", "weight_decay", "grad_clip", "epochs"):
-            _check_float(name, getattr(self, name))
+        check_optimisation(self)
+        _check_float("epochs", self.epochs)
         if self.lr == 0 or (self.steps == 0 and self.epochs == 0):
             raise ValueError("lr and epochs (when steps is 0) must be positive")
-        if self.min_lr is not None:
-            _check_float("min_lr", self.min_lr)
-            if self.min_lr > self.lr:
-                raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        check_dropout(self.dropout, "dropout")
 
 
 def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:

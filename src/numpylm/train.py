@@ -176,17 +176,9 @@ class TrainConfig:
             _check_int(name, getattr(self, name), 1)
         for name in ("warmup", "eval_batches", "seed"):
             _check_int(name, getattr(self, name), 0)
-        for name in ("lr", "weight_decay", "grad_clip"):
-            _check_float(name, getattr(self, name))
+        check_optimisation(self)
         if self.lr == 0:
             raise ValueError("lr must be positive, got 0")
-        if self.min_lr is not None:
-            _check_float("min_lr", self.min_lr)
-            if self.min_lr > self.lr:
-                raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        check_dropout(self.dropout, "dropout")
         self.model_config(vocab_size=257)  # the shape's own checks (n_head divides n_embd, ...)
 
     def model_config(self, vocab_size: int) -> GPTConfig:
@@ -578,8 +570,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
 
 
 class Schedule(Protocol):
-    """What the step loop reads of a run's configuration (``TrainConfig`` and
-    ``finetune.FinetuneConfig`` both have these fields; see ``TrainConfig``)."""
+    """What the step loop and ``check_optimisation`` read of a run's configuration
+    (``TrainConfig`` and ``finetune.FinetuneConfig`` both have these fields; see
+    ``TrainConfig``)."""
 
     @property
     def steps(self) -> int: ...
@@ -599,6 +592,10 @@ class Schedule(Protocol):
     def dropout(self) -> float: ...
     @property
     def seed(self) -> int: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def dtype(self) -> str: ...
 
 
 def run_steps(
@@ -815,6 +812,21 @@ def _deferred_sigint() -> Iterator[Callable[[], bool]]:
         yield lambda: pressed[0]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def check_optimisation(cfg: Schedule) -> None:
+    """The checks a training and a fine-tuning configuration share: ``lr``, ``weight_decay``
+    and ``grad_clip`` finite and >= 0, ``min_lr`` (if set) at most ``lr``, the dtype, and the
+    dropout rate."""
+    for name in ("lr", "weight_decay", "grad_clip"):
+        _check_float(name, getattr(cfg, name))
+    if cfg.min_lr is not None:
+        _check_float("min_lr", cfg.min_lr)
+        if cfg.min_lr > cfg.lr:
+            raise ValueError(f"min_lr ({cfg.min_lr}) must not exceed lr ({cfg.lr})")
+    if cfg.dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {cfg.dtype!r}")
+    check_dropout(cfg.dropout, "dropout")
 
 
 def _check_int(name: str, value: object, low: int) -> None:
