@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tinyrun import VERSE
 
 from numpylm import GPT, GPTConfig
 
@@ -75,3 +76,11 @@ def tiny_model() -> GPT:
 def tiny_model64() -> GPT:
     """The same shape in float64, for exact comparisons and gradient checks."""
     return GPT(TINY, seed=0, dtype=np.float64)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small text with a pattern to learn (``tinyrun.VERSE``: three lines, repeated)."""
+    path = tmp_path_factory.mktemp("corpus") / "verse.txt"
+    path.write_text(VERSE * 50, encoding="utf-8")
+    return path

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from gradcheck import numerical_grad, rel_err
+from tinyrun import tiny_config
 
 from numpylm import GPT, GPTConfig
 from numpylm.bpe import train_bpe
@@ -258,35 +259,10 @@ def test_sharded_dropout_does_not_depend_on_thread_timing() -> None:
     assert results[0][0] != sharded_loss_and_grads(model, x, y, None, 1)[0]
 
 
-VERSE = "the slings and arrows of outrageous fortune,\nor to take arms against a sea.\n"
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "verse.txt"
-    path.write_text(VERSE * 60, encoding="utf-8")
-    return path
-
-
 def config(data: Path, out: Path, **changes: Any) -> TrainConfig:
-    base: dict[str, Any] = dict(
-        data=str(data),
-        out=str(out),
-        tokenizer="bpe:280",
-        config="tiny",
-        n_embd=32,
-        n_ctx=16,
-        steps=6,
-        batch_size=4,
-        lr=1e-2,
-        warmup=1,
-        eval_every=3,
-        eval_batches=2,
-        save_every=2,
-        dtype="float64",
-        dropout=0.2,
-    )
-    return TrainConfig(**{**base, **changes})
+    """The training tests' tiny run, shorter, in float64 and with dropout 0.2."""
+    shorter = dict(n_ctx=16, steps=6, warmup=1, eval_every=3, save_every=2, dtype="float64")
+    return tiny_config(data, out, **{**shorter, "dropout": 0.2, **changes})
 
 
 @pytest.mark.parametrize("threads", [1, 2])

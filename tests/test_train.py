@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tinyrun import VERSE, VOCAB
+from tinyrun import tiny_config as config
 
 from numpylm import GPT, CheckpointError
 from numpylm import train as train_module
@@ -30,41 +32,6 @@ from numpylm.train import (
     evaluate,
     train,
 )
-
-VERSE = (
-    "to be, or not to be: that is the question.\n"
-    "whether 'tis nobler in the mind to suffer\n"
-    "the slings and arrows of outrageous fortune,\n"
-)
-VOCAB = 300
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small text with a pattern to learn: three lines, repeated."""
-    path = tmp_path_factory.mktemp("corpus") / "verse.txt"
-    path.write_text(VERSE * 50, encoding="utf-8")
-    return path
-
-
-def config(data: Path, out: Path, **changes: Any) -> TrainConfig:
-    """A tiny model (2 layers, 32 channels, context 32) and a short run."""
-    base: dict[str, Any] = dict(
-        data=str(data),
-        out=str(out),
-        tokenizer=f"bpe:{VOCAB}",
-        config="tiny",
-        n_embd=32,
-        n_ctx=32,
-        steps=12,
-        batch_size=4,
-        lr=1e-2,
-        warmup=2,
-        eval_every=6,
-        eval_batches=2,
-        save_every=4,
-    )
-    return TrainConfig(**{**base, **changes})
 
 
 @pytest.fixture(scope="module")
