@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from numpylm import GPT, GPTConfig
+from numpylm import GPT, GPTConfig, backprop
 from numpylm.layers import cross_entropy
 from numpylm.optim import AdamW, clip_grad_norm
-from numpylm.train import sharded_loss_and_grads
+from numpylm.train import keep_freed_memory, sharded_loss_and_grads
 
 MAX_NORM = 1.0
 LR = 1e-3
@@ -56,6 +56,7 @@ Step = Callable[[np.ndarray, np.ndarray], float]
 
 def numpylm_step(config: GPTConfig, shards: int) -> Step:
     """A training step of a fresh ``GPT(config, seed=0)``, with the batch in ``shards``."""
+    keep_freed_memory()  # as numpylm train does (run_steps)
     model = GPT(config, seed=0)
     opt = AdamW(model.params, lr=LR)
     pool = ThreadPoolExecutor(shards) if shards > 1 else None
@@ -80,7 +81,7 @@ def numpylm_phases(config: GPTConfig, ids: np.ndarray, targets: np.ndarray) -> d
     times: dict[str, list[float]] = {"forward": [], "loss": [], "all": [], "optimiser": []}
     for _ in range(6):
         t0 = time.perf_counter()
-        logits = model._forward(ids, acts={})
+        logits = backprop.forward(model.params, config.n_head, ids)[0]
         t1 = time.perf_counter()
         cross_entropy(logits, targets)
         t2 = time.perf_counter()

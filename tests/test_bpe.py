@@ -223,3 +223,17 @@ def test_shakespeare(shakespeare: Path) -> None:
     assert ids == tok.encode(held_out)
     assert tok.decode(ids) == held_out
     assert len(held_out) / len(ids) > 2.0  # characters per token: the merges do compress
+
+
+def test_the_naive_trainer_learns_the_same_merges() -> None:
+    """The few-line recipe (recount, merge the top pair, repeat) and the fast incremental
+    trainer agree merge for merge, ties included: a text where many pairs are equally frequent
+    decides ties at almost every step."""
+    from tinyrun import VERSE
+
+    from numpylm.bpe import train_bpe_merges_naive
+
+    for text, n in [(VERSE * 3, 70), ("ab ba ab ba cd dc " * 5 + "aaaa bbbb", 12), ("xyz", 2)]:
+        assert train_bpe_merges_naive(text, n) == train_bpe_merges(text, n)
+    with pytest.raises(ValueError, match="too small"):
+        train_bpe_merges_naive("ab", 2)

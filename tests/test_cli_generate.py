@@ -20,7 +20,6 @@ import pytest
 
 from numpylm import GPT, Tokenizer
 from numpylm.cli import main
-from numpylm.generate import token_text
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-gpt2"
 REFERENCE = json.loads((FIXTURE / "reference.json").read_text(encoding="utf-8"))
@@ -59,7 +58,7 @@ def test_trace_shows_each_step_of_the_greedy_answer(capsys: pytest.CaptureFixtur
         chosen = GREEDY[i]  # PyTorch's greedy choice at this step
         assert int(number) == i + 1
         assert json.loads(context) == PROMPT + tok.decode(GREEDY[:i])
-        assert json.loads(token) == token_text(tok, chosen)
+        assert json.loads(token) == tok.token_text(chosen)
         probs = softmax64(model, prompt_ids + GREEDY[:i])
         assert float(percent) == pytest.approx(100 * probs[chosen], abs=0.051)
         alts = re.findall(rf"({QUOTED}) ([\d.]+)%", alternatives)

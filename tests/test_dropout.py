@@ -174,7 +174,7 @@ def test_model_gradient_with_dropout_finite_differences() -> None:
 def test_the_three_sites(monkeypatch: pytest.MonkeyPatch) -> None:
     """Masks are drawn, in order, after the embedding (B, T, C), and per block on the attention
     probabilities (B, H, T, T) and on the outputs of the attention and MLP branches (B, T, C)."""
-    from numpylm import model as model_module  # it looks the layers up in its own namespace
+    from numpylm import backprop as model_module  # it looks the layers up in its own namespace
 
     shapes: list[tuple[int, ...]] = []
     real_dropout, real_mask = model_module.dropout, model_module.dropout_mask

@@ -27,7 +27,7 @@ from numpylm import (
     generate_batch,
     stream,
 )
-from numpylm.generate import _TextStream
+from numpylm.streaming import TextStream
 
 # ------------------------------------------------------------------------------------------------
 # Helpers
@@ -305,7 +305,7 @@ def _reference_stop(text: str, stops: list[str]) -> str:
 def test_stop_rule_does_not_depend_on_how_text_is_split(
     text: str, cuts: list[int], stops: list[str]
 ) -> None:
-    out = _TextStream(stops)
+    out = TextStream(stops)
     shown = ""
     bounds = sorted({0, len(text), *(c for c in cuts if c < len(text))})
     for a, b in itertools.pairwise(bounds):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from numpylm import GPT, GPTConfig
-from numpylm.generate import generate
+from numpylm.generation import generate
 from numpylm.model import param_shapes
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-gpt2"

@@ -446,3 +446,47 @@ def test_top_p_in_a_large_vocabulary_with_ties_matches_a_full_sort(
         expected.append(i)
         mass += probs[i]
     assert kept.tolist() == sorted(expected)
+
+
+SAMPLER_MODULES = ("temperature", "top_k", "top_p", "min_p", "penalties")
+
+
+def test_the_chain_checks_its_values_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Sampler checks its values when it is made; at every token it runs the samplers'
+    ``apply_*`` forms, which trust them. With the checkers broken after construction, the
+    public functions fail and the chain still samples."""
+    import importlib
+
+    # by their import paths: numpylm.sampling.top_k, as an attribute, is the function
+    module = {n: importlib.import_module(f"numpylm.sampling.{n}") for n in SAMPLER_MODULES}
+
+    sampler = Sampler(
+        temperature=0.7,
+        top_k=3,
+        top_p=0.9,
+        min_p=0.05,
+        repetition_penalty=1.3,
+        frequency_penalty=0.5,
+        presence_penalty=0.5,
+    )
+
+    def broken(*args: object) -> None:
+        raise AssertionError("checked again")
+
+    for where, name in [
+        ("temperature", "check_temperature"),
+        ("top_k", "check_top_k"),
+        ("top_p", "check_top_p"),
+        ("min_p", "check_min_p"),
+        ("penalties", "check_repetition_penalty"),
+        ("penalties", "check_openai_penalty"),
+    ]:
+        monkeypatch.setattr(module[where], name, broken)
+    z = np.tile(logits_of(P), (2, 1))
+    history = TokenHistory([[0], [1]], vocab_size=4)
+    for _ in range(5):
+        ids, probs = sampler.sample(z, np.random.default_rng(0), history)
+        history.add(ids)
+    assert probs.shape == (2, 4) and np.allclose(probs.sum(axis=-1), 1)
+    with pytest.raises(AssertionError, match="checked again"):
+        top_k(z, 3)

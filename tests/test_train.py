@@ -16,11 +16,11 @@ import pytest
 from tinyrun import VERSE, VOCAB
 from tinyrun import tiny_config as config
 
-from numpylm import GPT, CheckpointError
+from numpylm import GPT, CheckpointError, runs
 from numpylm import train as train_module
 from numpylm.cli import main
 from numpylm.data import split_text
-from numpylm.generate import generate
+from numpylm.generation import generate
 from numpylm.loading import load
 from numpylm.tokenizer import Tokenizer
 from numpylm.train import (
@@ -261,7 +261,7 @@ def test_crash_after_commit_rolls_forward(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "run"
-    real_install = train_module._install
+    real_install = runs._install
     installs = [0]
 
     def install_one_file_then_die(out_dir: Path) -> None:
@@ -273,7 +273,7 @@ def test_crash_after_commit_rolls_forward(
         os.replace(commit / name, out_dir / name)
         raise Killed
 
-    monkeypatch.setattr(train_module, "_install", install_one_file_then_die)
+    monkeypatch.setattr(runs, "_install", install_one_file_then_die)
     with pytest.raises(Killed):
         train(config(corpus, out), progress=False)
     monkeypatch.undo()

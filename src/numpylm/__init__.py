@@ -1,24 +1,35 @@
 """numpylm: a GPT-2 language model in plain NumPy.
 
 The story, one module per idea: ``tokenizer`` and ``bpe`` (text -> tokens), ``layers`` and
-``model`` (the transformer, its attention, its KV cache, its gradient), ``sampling`` and
-``generate`` (one token at a time), ``train`` and ``optim`` (learning from text), ``finetune``
-(teaching a trained model to answer), ``checkpoint`` and ``loading`` (weights on disk and the
-built-in model), ``viz`` (pictures); ``parallel`` spreads a prompt's work over the cores.
+``model`` (the transformer, its attention, its KV cache), ``sampling`` and ``generation``
+(one token at a time), ``backprop``, ``optim`` and ``train`` (learning from text),
+``finetune`` (teaching a trained model to answer).
+
+Beside the story, the engineering a reader can skip: ``backends`` and ``parallel`` (the same
+forward pass spread over the cores), ``padding`` and ``context`` (batches of prompts, the KV
+cache between steps, the context window), ``batching``, ``streaming`` and ``tracing``
+(several prompts, text as it is written, the step-by-step table), ``runs`` (checkpoints and
+resuming), ``checkpoint`` and ``formats`` (files and Hugging Face's format), ``loading`` (the
+built-in model), ``checks`` (argument checks) and ``viz`` (pictures).
 """
 
+from . import _deprecated
+from .batching import generate_batch
 from .bpe import train_bpe
 from .checkpoint import CheckpointError
 from .finetune import FinetuneConfig, evaluate_sft
-from .generate import Step, complete, complete_batch, generate, generate_batch, stream
+from .generation import generate
 from .loading import load
 from .model import GPT, GPTConfig, KVCache
 from .optim import AdamW
 from .parallel import set_threads
 from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p
+from .streaming import Step, complete, complete_batch, stream
 from .tokenizer import Tokenizer
-from .trace import Trace, trace
+from .tracing import Trace, trace
 from .train import TrainConfig, evaluate
+
+_deprecated.install()
 
 __all__ = [
     "GPT",

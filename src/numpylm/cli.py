@@ -66,9 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("numpylm")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
 
 
 # --- numpylm generate: sampling flags and the runner -----------------------------------------
@@ -183,9 +186,10 @@ def _add_sampling_flags(gen: argparse.ArgumentParser) -> None:
 
 def _run_generate(args: argparse.Namespace) -> int:
     from .finetune import format_prompt, load_template
-    from .generate import complete_batch, stream
     from .loading import load
-    from .trace import iter_trace, response_line
+    from .sampling import Sampler
+    from .streaming import complete_batch, stream
+    from .tracing import iter_trace, response_line
 
     if args.trace and args.num_samples > 1:
         args.parser.error("--trace follows one sequence: drop --num-samples")
@@ -197,14 +201,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "max_new_tokens": args.max_new_tokens,
         "stop": args.stop,
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "min_p": args.min_p,
-        "repetition_penalty": args.repetition_penalty,
-        "frequency_penalty": args.frequency_penalty,
-        "presence_penalty": args.presence_penalty,
         "seed": args.seed,
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Sampler)},
     }
     pieces: list[str] = []  # with --no-stream, everything is printed at the end
 
@@ -275,9 +273,9 @@ def _float_at_least(low: float, strict: bool) -> Callable[[str], float]:
 
 
 def _dropout_rate(text: str) -> float:
-    from .layers import check_dropout
+    from .checks import dropout_rate
 
-    return float(_checked(float, lambda value: check_dropout(value, "dropout"))(text))
+    return float(_checked(float, lambda value: dropout_rate(value, "dropout"))(text))
 
 
 def _tokenizer_spec(text: str) -> str:
@@ -291,7 +289,7 @@ def _tokenizer_spec(text: str) -> str:
 
 
 def _add_train_parser(commands: Any) -> None:
-    from .model import GPT2_SIZES
+    from .formats import GPT2_SIZES
     from .train import MODEL_PRESETS, TrainConfig
 
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

@@ -29,7 +29,6 @@ Examples of different lengths are batched by padding on the right: the padding's
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -42,24 +41,22 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, checks
+from .batching import generate_batch
 from .checkpoint import CheckpointError
-from .generate import generate_batch
+from .loading import load
 from .model import GPT, param_shapes
 from .optim import AdamW
-from .tokenizer import Tokenizer
-from .train import (
-    STATE_FORMAT,
-    TRAINER_STATE,
-    TrainResult,
-    _check_float,
-    _check_int,
-    check_optimisation,
-    load_checkpoint,
-    recover,
-    run_steps,
+from .runs import (
+    STREAM_ORDER,
+    STREAM_SPLIT,
+    open_run,
     save_checkpoint,
+    saved_args,
+    sha256_file,
 )
+from .tokenizer import Tokenizer
+from .train import TrainResult, check_optimisation, run_steps
 
 TEMPLATE = "Question: {prompt}\nAnswer: {response}"
 """The default prompt template. Everything before ``{response}`` is the prompt part, except the
@@ -289,7 +286,7 @@ def split_examples(
             f"(val_fraction={val_fraction}); give more examples"
         )
     is_val = np.zeros(len(examples), dtype=bool)
-    is_val[np.random.default_rng([seed, 3]).permutation(len(examples))[:n_val]] = True
+    is_val[np.random.default_rng([seed, STREAM_SPLIT]).permutation(len(examples))[:n_val]] = True
     train = [e for e, v in zip(examples, is_val, strict=True) if not v]
     val = [e for e, v in zip(examples, is_val, strict=True) if v]
     return train, val
@@ -306,7 +303,7 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
     epochs = i // n
     out = np.empty(batch_size, dtype=np.int64)
     for e in np.unique(epochs):
-        order = np.random.default_rng([seed, 2, int(e)]).permutation(n)
+        order = np.random.default_rng([seed, STREAM_ORDER, int(e)]).permutation(n)
         out[epochs == e] = order[i[epochs == e] % n]
     return out
 
@@ -369,14 +366,14 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         split_template(self.template)
         for name, low in (("steps", 0), ("batch_size", 1), ("warmup", 0), ("eval_every", 0)):
-            _check_int(name, getattr(self, name), low)
-        _check_int("seed", self.seed, 0)
+            checks.whole_number(name, getattr(self, name), low)
+        checks.whole_number("seed", self.seed, 0)
         if self.save_every is not None:
-            _check_int("save_every", self.save_every, 1)
+            checks.whole_number("save_every", self.save_every, 1)
         if self.steps and self.warmup > self.steps:
             raise ValueError(f"warmup ({self.warmup}) must not exceed steps ({self.steps})")
         check_optimisation(self)
-        _check_float("epochs", self.epochs)
+        checks.finite_number("epochs", self.epochs)
         if self.lr == 0 or (self.steps == 0 and self.epochs == 0):
             raise ValueError("lr and epochs (when steps is 0) must be positive")
         if not 0.0 < self.val_fraction < 1.0:
@@ -385,7 +382,7 @@ class FinetuneConfig:
 
 def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
     """Fine-tune ``cfg.model`` on the prompt/response pairs in ``cfg.data``, checkpointing to
-    ``cfg.out`` (the loop, checkpoints, Ctrl-C and resume are ``train``'s).
+    ``cfg.out`` (the loop is ``train.run_steps``; checkpoints, Ctrl-C and resume are ``runs``').
 
     With ``resume``, continue the run saved in ``cfg.out`` exactly where it stopped.
 
@@ -397,30 +394,14 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     """
     out = Path(cfg.out)
     examples = read_jsonl(cfg.data)
-    sha = hashlib.sha256(Path(cfg.data).read_bytes()).hexdigest()
-    if resume:
-        model, tokenizer, optimizer_state, state = load_checkpoint(out)
-        if state.get("data_sha256") != sha:
-            raise ValueError(
-                f"{cfg.data} is not the data this run was fine-tuned on (its sha256 differs "
-                f"from the one in {TRAINER_STATE}); resume with the original file"
-            )
-        if state["dtype"] != cfg.dtype:
-            raise ValueError(
-                f"the run was trained in {state['dtype']}; cannot resume in {cfg.dtype}"
-            )
-        step, elapsed = int(state["step"]), float(state.get("elapsed", 0.0))
-        losses = [float(v) for v in state["losses"]]
-        history = list(state["history"])
+    sha = sha256_file(Path(cfg.data))
+    run = open_run(out, "finetune", resume=resume, data_sha256=sha, data=cfg.data, dtype=cfg.dtype)
+    if run is not None:
+        model, tokenizer = run.model, run.tokenizer
     else:
-        recover(out)
-        if (out / TRAINER_STATE).is_file():
-            raise CheckpointError(
-                f"{out} already holds a training run: pass --resume to continue it, or choose "
-                "another --out"
-            )
         model, tokenizer = _load_base(cfg.model, cfg.dtype)
-        step, elapsed, losses, history = 0, 0.0, [], []
+    step, losses, history = (run.step, run.losses, run.history) if run else (0, [], [])
+    elapsed = run.elapsed if run else 0.0
 
     train_examples, val_examples = split_examples(examples, cfg.val_fraction, cfg.seed)
     train_rows = _encode_all(tokenizer, train_examples, cfg.template, model.config.n_ctx, cfg.data)
@@ -438,8 +419,8 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     # shares in this order, and a resumed run must add them up exactly as the first one did.
     trainable = {k: model.params[k] for k in param_shapes(model.config) if k not in frozen}
     optimizer = AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if resume:
-        optimizer.load_state_dict(optimizer_state)
+    if run is not None:
+        optimizer.load_state_dict(run.optimizer_state)
     else:
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(out / TEMPLATE_FILE, {"template": cfg.template})
@@ -469,7 +450,6 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
             tokenizer,
             optimizer,
             {
-                "format": STATE_FORMAT,
                 "kind": "finetune",
                 "step": at,
                 "args": args,
@@ -491,7 +471,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
             f"{len(val_rows):,} validation; {plan.batch_size} examples per step, "
             f"{steps * plan.batch_size / len(train_rows):.2f} epochs"
             + (f"; frozen: {', '.join(frozen)}" if frozen else "")
-            + f"\n{'resuming at' if resume else 'starting at'} step {step} of {steps} in {out}"
+            + f"\n{'resuming at' if run else 'starting at'} step {step} of {steps} in {out}"
         )
     started = time.perf_counter()
     return run_steps(
@@ -512,24 +492,12 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
 def resume_config(out: str | os.PathLike[str], **changes: Any) -> FinetuneConfig:
     """The ``FinetuneConfig`` a run in ``out`` was started with, with ``changes`` applied (for
     example ``steps=500`` to train longer)."""
-    path = Path(out) / TRAINER_STATE
-    if not path.is_file():
-        raise CheckpointError(
-            f"{out} has no {TRAINER_STATE}: there is no fine-tuning run to resume there "
-            "(leave out --resume to start one)"
-        )
-    state = checkpoint.read_json(path)
-    if state.get("kind") != "finetune" or not isinstance(state.get("args"), dict):
-        raise CheckpointError(
-            f"{path} is not a fine-tuning run (resume a `numpylm train` run with numpylm train)"
-        )
     known = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    return FinetuneConfig(**{**{k: v for k, v in state["args"].items() if k in known}, **changes})
+    kept = {k: v for k, v in saved_args(out, "finetune").items() if k in known}
+    return FinetuneConfig(**{**kept, **changes})
 
 
 def _load_base(name: str | None, dtype: str) -> tuple[GPT, Tokenizer]:
-    from .loading import load
-
     model, tokenizer = load(name)
     if str(model.dtype) != dtype:
         model = GPT(model.config, dtype=np.dtype(dtype), params=model.params)

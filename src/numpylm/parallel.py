@@ -1,4 +1,4 @@
-"""Spreading the inference forward pass over the machine's cores, with threads.
+"""The threads backend: the inference forward pass spread over the machine's cores.
 
 NumPy runs its elementwise work (``exp``, ``tanh``, ...) on one core, and OpenBLAS's own
 threads wait for each other badly when other programs share the cores. So for inference
@@ -13,6 +13,11 @@ its last row, so the masked-out corner is never computed). No two threads write 
 numbers. A decoding step has one row per sequence: too little work to hand out (waking the
 threads costs more than it saves, measured), so it is left to BLAS's own threads.
 
+Each function here computes what its namesake in ``layers`` computes (``linear``, ``gelu``,
+``attention``), to rounding, and ``backends.THREADS`` gathers them: the model's forward pass is
+written once, against whichever backend it is given. While a split operation runs, BLAS is held
+to one thread (each of numpylm's threads calls it on its own part).
+
 Training does not use these: it splits whole batches over threads instead (``numpylm.train``),
 and it needs the full attention probabilities for the backward pass.
 
@@ -23,21 +28,20 @@ leaves the work to NumPy and its BLAS as they are.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from .layers import attention as _attention
-from .layers import gelu as _gelu
+from . import layers
+from .checks import positive_int
 
 # Fewer rows (tokens) than this per thread are not worth waking the other threads for.
 _MIN_ROWS_PER_THREAD = 16
@@ -53,12 +57,9 @@ def _default_threads() -> int:
     env = os.environ.get("NUMPYLM_THREADS")
     if env:
         try:
-            n = int(env)
+            return positive_int("NUMPYLM_THREADS", int(env))
         except ValueError:
-            n = 0
-        if n < 1:
-            raise ValueError(f"NUMPYLM_THREADS must be a positive integer, got {env!r}")
-        return n
+            raise ValueError(f"NUMPYLM_THREADS must be a positive integer, got {env!r}") from None
     try:
         return len(os.sched_getaffinity(0))  # the cores this process may run on
     except AttributeError:  # not Linux
@@ -77,8 +78,7 @@ def set_threads(n: int) -> None:
     """Use ``n`` threads (one per core is best) for the inference forward pass; 1 turns the
     splitting off."""
     global _threads, _pool
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    n = positive_int("threads", n)
     with _lock:
         if _pool is not None and n != _threads:
             _pool.shutdown(wait=True)
@@ -123,17 +123,12 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
-@contextlib.contextmanager
-def single_threaded_blas(rows: int) -> Iterator[None]:
-    """For a forward pass over ``rows`` tokens: while inside, BLAS uses one thread if the
-    work is split (each of numpylm's threads calls BLAS on its own part), and keeps its own
-    threads otherwise. The limit is process-wide: BLAS calls from other threads meanwhile
+def run_split(tasks: Sequence[Callable[[], object]]) -> None:
+    """``run(tasks)`` with BLAS held to one thread meanwhile, as each task calls BLAS on its
+    own part of the work. The limit is process-wide: BLAS calls from other threads meanwhile
     also run on one thread."""
-    if not splits(rows):
-        yield
-        return
     with _blas_controller().limit(limits=1, user_api="blas"):
-        yield
+        run(tasks)
 
 
 def _blocks(n: int, parts: int) -> list[slice]:
@@ -163,19 +158,19 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndar
         if b is not None:
             out[r] += b
 
-    run([functools.partial(rows, r) for r in _blocks(len(x2), get_threads())])
+    run_split([functools.partial(rows, r) for r in _blocks(len(x2), get_threads())])
     return out.reshape(*x.shape[:-1], w.shape[1])
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
-    """``layers.gelu``, over blocks of rows."""
+    """``layers.gelu``, as ``layers.gelu_fast`` computes it, over blocks of rows."""
     x2 = x.reshape(-1, x.shape[-1])
     if not splits(len(x2)):
-        return _gelu(x)
+        return layers.gelu_fast(x)
     out = np.empty_like(x2)
 
     def part(r: slice) -> None:
-        out[r] = _gelu(x2[r])
+        out[r] = layers.gelu_fast(x2[r])
 
     run([functools.partial(part, r) for r in _blocks(len(x2), get_threads())])
     return out.reshape(x.shape)
@@ -196,7 +191,7 @@ def attention(
     """
     B, T, L = q.shape[0], q.shape[2], k.shape[2]
     if not splits(B * T):
-        return _attention(q, k, v, allowed)[0]
+        return layers.attention(q, k, v, allowed)[0]
     y = np.empty_like(q)  # (B, H, T, D)
 
     def block(r: slice) -> None:
@@ -204,10 +199,10 @@ def attention(
         mask = None
         if allowed is not None:  # broadcastable to (B, H, T, L): its rows are T or 1
             mask = allowed[..., r, :seen] if allowed.shape[-2] == T else allowed[..., :seen]
-        y[:, :, r] = _attention(q[:, :, r], k[:, :, :seen], v[:, :, :seen], mask)[0]
+        y[:, :, r] = layers.attention(q[:, :, r], k[:, :, :seen], v[:, :, :seen], mask)[0]
 
     # Later blocks see more keys: with 4 blocks per thread, longest first, the threads finish
     # at about the same time.
     n_blocks = min(4 * get_threads(), math.ceil(T / _MIN_ROWS_PER_THREAD))
-    run([functools.partial(block, r) for r in reversed(_blocks(T, n_blocks))])
+    run_split([functools.partial(block, r) for r in reversed(_blocks(T, n_blocks))])
     return y

@@ -187,17 +187,21 @@ class Tokenizer:
         """Token ids -> the raw bytes they stand for (no UTF-8 decoding)."""
         return bytes(self.encoding.decode_bytes([int(i) for i in ids]))
 
-    def tokens(self, text: str) -> list[str]:
-        """The pieces ``text`` is cut into, as strings: ``tokens("Who was the first
-        president?")`` -> ``['Who', ' was', ' the', ' first', ' president', '?']``.
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (``<|endoftext|>``: its 13 characters)."""
+        return bytes(self.encoding.decode_single_token_bytes(int(token_id)))
 
-        A piece that is not valid UTF-8 on its own (part of an emoji, say) shows its bytes
-        with U+FFFD replacement characters.
-        """
-        return [
-            self.encoding.decode_single_token_bytes(i).decode("utf-8", errors="replace")
-            for i in self.encode(text)
-        ]
+    def token_text(self, token_id: int) -> str:
+        """One token as text to show: its bytes decoded, where a piece of a multi-byte
+        character (part of an emoji, say) shows as U+FFFD. The one place numpylm turns a token
+        into display text: streaming, the trace and the pictures all use it."""
+        return self.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def tokens(self, text: str) -> list[str]:
+        """The pieces ``text`` is cut into, as strings (``token_text`` of each): ``tokens("Who
+        was the first president?")`` -> ``['Who', ' was', ' the', ' first', ' president', '?']``
+        with GPT-2's vocabulary."""
+        return [self.token_text(i) for i in self.encode(text)]
 
 
 def read_merges(path: Path) -> list[tuple[str, str]]:

@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import checkpoint, sampling
+from . import checkpoint, checks, sampling
 from .model import GPT
-from .sampling._checks import as_int, in_range
 from .sampling.temperature import check_temperature
 from .sampling.top_k import check_top_k
 from .sampling.top_p import check_top_p
@@ -67,18 +66,8 @@ def _label(token: str) -> str:
 
 
 def _token_label(tokenizer: Tokenizer, token_id: int) -> str:
-    """One token as an axis label; a piece of a multi-byte character shows its bytes (``\\xe2``)."""
-    return _label(tokenizer.decode_bytes([token_id]).decode("utf-8", errors="backslashreplace"))
-
-
-def _check_index(name: str, value: object, size: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not 0 <= value < size:
-        raise ValueError(
-            f"{name} must be in 0 to {size - 1} (the model has {size} {what}), got {value}"
-        )
-    return int(value)
+    """One token (``Tokenizer.token_text``) as an axis label."""
+    return _label(tokenizer.token_text(token_id))
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,9 +99,9 @@ def plot_attention(
         always 0). The probabilities come from ``GPT.attention_maps``.
     """
     c = model.config
-    layer = _check_index("layer", layer, c.n_layer, "layers")
+    layer = checks.index("layer", layer, c.n_layer, "layers")
     if head is not None:
-        head = _check_index("head", head, c.n_head, "heads per layer")
+        head = checks.index("head", head, c.n_head, "heads per layer")
     ids = tokenizer.encode(text)
     if not ids:
         raise ValueError("text is empty: give at least one token of text to attend over")
@@ -172,8 +161,7 @@ def plot_next_token(
     Returns:
         The figure, one panel per distribution, the tokens in the same order in each.
     """
-    top_n = as_int("top_n", top_n)
-    in_range("top_n", top_n, "a whole number >= 1", top_n >= 1)
+    top_n = checks.whole_number("top_n", top_n, 1)
     ids = tokenizer.encode(prompt)
     if not ids:
         raise ValueError("prompt is empty: give at least one token of text to continue")

@@ -18,7 +18,7 @@ from .chain import Sampler, draw
 from .greedy import greedy
 from .min_p import min_p
 from .penalties import TokenHistory, frequency_penalty, presence_penalty, repetition_penalty
-from .softmax import log_softmax, softmax
+from .softmax import check_logits, log_softmax, softmax
 from .temperature import temperature
 from .top_k import top_k
 from .top_p import top_p
@@ -26,6 +26,7 @@ from .top_p import top_p
 __all__ = [
     "Sampler",
     "TokenHistory",
+    "check_logits",
     "draw",
     "frequency_penalty",
     "greedy",

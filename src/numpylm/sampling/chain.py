@@ -20,19 +20,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .min_p import check_min_p, min_p
+from .min_p import apply_min_p, check_min_p
 from .penalties import (
     TokenHistory,
+    apply_frequency_penalty,
+    apply_presence_penalty,
+    apply_repetition_penalty,
     check_openai_penalty,
     check_repetition_penalty,
-    frequency_penalty,
-    presence_penalty,
-    repetition_penalty,
 )
-from .softmax import _row_max, softmax
-from .temperature import check_temperature, temperature
-from .top_k import check_top_k, top_k
-from .top_p import check_top_p, top_p
+from .softmax import check_logits, softmax
+from .temperature import apply_temperature, check_temperature
+from .top_k import apply_top_k, check_top_k
+from .top_p import apply_top_p, check_top_p
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class Sampler:
         presence_penalty: OpenAI's flat penalty for generated tokens, in [-2, 2] (0: none).
 
     Every value is checked when the sampler is made: a bad one is a ValueError (or TypeError)
-    that names the parameter and its allowed range.
+    that names the parameter and its allowed range. The chain then trusts them: at every
+    token it runs the samplers' ``apply_*`` forms, which do not check again.
     """
 
     temperature: float = 1.0
@@ -92,21 +93,21 @@ class Sampler:
         Returns:
             Logits of the same shape and dtype, ``-inf`` for removed tokens.
         """
-        _row_max(logits)  # refuse NaN / +inf before any filter can hide them
+        check_logits(logits)  # refuse NaN / +inf before any filter can hide them
         z = logits
         if self.uses_history:
             if history is None:
                 raise ValueError("penalties need the tokens seen so far: pass history=")
-            z = repetition_penalty(z, history.seen, self.repetition_penalty)
-            z = frequency_penalty(z, history.counts, self.frequency_penalty)
-            z = presence_penalty(z, history.counts, self.presence_penalty)
-        z = temperature(z, self.temperature)
+            z = apply_repetition_penalty(z, history.seen, self.repetition_penalty)
+            z = apply_frequency_penalty(z, history.counts, self.frequency_penalty)
+            z = apply_presence_penalty(z, history.counts, self.presence_penalty)
+        z = apply_temperature(z, self.temperature)
         if self.top_k is not None:
-            z = top_k(z, self.top_k)
+            z = apply_top_k(z, self.top_k)
         if self.top_p is not None:
-            z = top_p(z, self.top_p)
+            z = apply_top_p(z, self.top_p)
         if self.min_p is not None:
-            z = min_p(z, self.min_p)
+            z = apply_min_p(z, self.min_p)
         return z
 
     def probs(self, logits: np.ndarray, history: TokenHistory | None = None) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import as_float, in_range
+from ..checks import as_float, in_range
 
 
 def check_min_p(min_p: object) -> float:
@@ -33,7 +33,12 @@ def min_p(logits: np.ndarray, min_p: float) -> np.ndarray:
     Returns:
         (..., V) logits of the same dtype, ``-inf`` for tokens below the threshold.
     """
-    min_p = check_min_p(min_p)
+    return apply_min_p(logits, check_min_p(min_p))
+
+
+def apply_min_p(logits: np.ndarray, min_p: float) -> np.ndarray:
+    """``min_p`` for a value already checked by ``check_min_p`` (the ``Sampler`` checks its
+    values once, when it is made, not at every token)."""
     if min_p == 0:
         return logits
     ratio = np.exp(logits - np.max(logits, axis=-1, keepdims=True))  # (..., V) p_i / p_max

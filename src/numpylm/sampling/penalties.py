@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._checks import as_float, in_range
+from ..checks import as_float, in_range
 
 
 def check_repetition_penalty(theta: object) -> float:
@@ -49,7 +49,12 @@ def repetition_penalty(logits: np.ndarray, seen: np.ndarray, theta: float) -> np
     Returns:
         (..., V) logits of the same dtype.
     """
-    theta = check_repetition_penalty(theta)
+    return apply_repetition_penalty(logits, seen, check_repetition_penalty(theta))
+
+
+def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, theta: float) -> np.ndarray:
+    """``repetition_penalty`` for a ``theta`` already checked (the ``Sampler`` checks its
+    values once, when it is made, not at every token)."""
     if theta == 1:
         return logits
     penalised = np.where(logits > 0, logits / theta, logits * theta)
@@ -64,7 +69,11 @@ def frequency_penalty(logits: np.ndarray, counts: np.ndarray, alpha: float) -> n
         counts: (..., V) integers, how often each token was generated so far.
         alpha: the penalty per occurrence, in [-2, 2].
     """
-    alpha = check_openai_penalty("frequency_penalty", alpha)
+    return apply_frequency_penalty(logits, counts, check_openai_penalty("frequency_penalty", alpha))
+
+
+def apply_frequency_penalty(logits: np.ndarray, counts: np.ndarray, alpha: float) -> np.ndarray:
+    """``frequency_penalty`` for an ``alpha`` already checked (by the ``Sampler``)."""
     if alpha == 0:
         return logits
     return logits - counts.astype(logits.dtype) * alpha  # cast first: int * float is float64
@@ -78,7 +87,11 @@ def presence_penalty(logits: np.ndarray, counts: np.ndarray, alpha: float) -> np
         counts: (..., V) integers, how often each token was generated so far.
         alpha: the penalty for having appeared at all, in [-2, 2].
     """
-    alpha = check_openai_penalty("presence_penalty", alpha)
+    return apply_presence_penalty(logits, counts, check_openai_penalty("presence_penalty", alpha))
+
+
+def apply_presence_penalty(logits: np.ndarray, counts: np.ndarray, alpha: float) -> np.ndarray:
+    """``presence_penalty`` for an ``alpha`` already checked (by the ``Sampler``)."""
     if alpha == 0:
         return logits
     return logits - (counts > 0).astype(logits.dtype) * alpha

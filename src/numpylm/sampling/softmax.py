@@ -4,6 +4,8 @@
 mathematically (the factor ``exp(-max)`` cancels) but keeps ``exp`` from overflowing: logits
 like ``[1000, 1001]`` give ``[0.269, 0.731]``, not NaN. A token removed by a sampler has logit
 ``-inf`` and so probability exactly 0.
+
+This is numpylm's one softmax: the attention layer (``numpylm.layers.attention``) uses it too.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def _row_max(logits: np.ndarray) -> np.ndarray:
-    """(..., V) -> (..., 1) the largest logit of each row, after checking the row can be
-    normalised at all."""
-    top = np.max(logits, axis=-1, keepdims=True)  # (..., 1)
+def check_logits(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """(..., V) -> (..., 1) the largest logit of each row (along ``axis``), after checking that
+    every row can be normalised at all.
+
+    Raises:
+        ValueError: a row holds NaN or +inf, or every entry of a row is ``-inf``.
+    """
+    top = np.max(logits, axis=axis, keepdims=True)  # (..., 1)
     if np.isnan(top).any() or np.isposinf(top).any():
         raise ValueError(
             "logits contain NaN or +inf, so they are not a distribution (the model's weights may "
@@ -28,11 +34,18 @@ def _row_max(logits: np.ndarray) -> np.ndarray:
     return top
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities from logits, along the last axis.
+def softmax(
+    logits: np.ndarray, axis: int = -1, *, out: np.ndarray | None = None, check: bool = True
+) -> np.ndarray:
+    """Probabilities from logits, along ``axis``.
 
     Args:
         logits: (..., V) float scores; ``-inf`` marks a removed token.
+        axis: the axis that sums to 1.
+        out: an array (which may be ``logits`` itself) to write the result into, instead of a
+            new one: attention overwrites its scores this way.
+        check: refuse rows that are not a distribution (see Raises). Attention, whose scores
+            are finite by construction, turns it off.
 
     Returns:
         (..., V) probabilities in the same dtype, each row summing to 1.
@@ -40,8 +53,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: a row is all ``-inf`` (nothing to choose from) or holds NaN or +inf.
     """
-    e = np.exp(logits - _row_max(logits))  # the largest becomes exp(0) = 1: no overflow
-    return e / e.sum(axis=-1, keepdims=True)
+    top = check_logits(logits, axis) if check else np.max(logits, axis=axis, keepdims=True)
+    e = np.subtract(logits, top, out=out)  # the largest becomes exp(0) = 1: no overflow
+    np.exp(e, out=e)  # in place: no second array of the input's size
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -50,5 +66,5 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     Computed directly rather than as ``log(softmax(z))`` so that tiny probabilities keep their
     log (``log(0)`` would be ``-inf``). (..., V) -> (..., V), same dtype.
     """
-    shifted = logits - _row_max(logits)
+    shifted = logits - check_logits(logits)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import as_float, in_range
+from ..checks import as_float, in_range
 from .greedy import greedy
 
 
@@ -31,7 +31,12 @@ def temperature(logits: np.ndarray, t: float) -> np.ndarray:
     Returns:
         (..., V) logits of the same dtype.
     """
-    t = check_temperature(t)
+    return apply_temperature(logits, check_temperature(t))
+
+
+def apply_temperature(logits: np.ndarray, t: float) -> np.ndarray:
+    """``temperature`` for a ``t`` already checked by ``check_temperature``: what the
+    ``Sampler`` runs at every token, having checked its values once, when it was made."""
     if t == 0:
         return greedy(logits)
     if t == 1:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import as_int, in_range
+from ..checks import whole_number
 
 
 def check_top_k(k: object) -> int:
     """``k`` as an int, or an error saying top_k must be a whole number >= 1."""
-    value = as_int("top_k", k)
-    in_range("top_k", value, "a whole number >= 1", value >= 1)
-    return value
+    return whole_number("top_k", k, 1)
 
 
 def top_k(logits: np.ndarray, k: int) -> np.ndarray:
@@ -34,7 +32,12 @@ def top_k(logits: np.ndarray, k: int) -> np.ndarray:
     Returns:
         (..., V) logits of the same dtype, ``-inf`` outside the top k.
     """
-    k = check_top_k(k)
+    return apply_top_k(logits, check_top_k(k))
+
+
+def apply_top_k(logits: np.ndarray, k: int) -> np.ndarray:
+    """``top_k`` for a ``k`` already checked by ``check_top_k`` (the ``Sampler`` checks its
+    values once, when it is made, not at every token)."""
     V = logits.shape[-1]
     if k >= V:
         return logits

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import as_float, in_range
+from ..checks import as_float, in_range
 from .softmax import softmax
 
 
@@ -41,7 +41,12 @@ def top_p(logits: np.ndarray, p: float) -> np.ndarray:
     Returns:
         (..., V) logits of the same dtype, ``-inf`` outside the nucleus.
     """
-    p = check_top_p(p)
+    return apply_top_p(logits, check_top_p(p))
+
+
+def apply_top_p(logits: np.ndarray, p: float) -> np.ndarray:
+    """``top_p`` for a ``p`` already checked by ``check_top_p`` (the ``Sampler`` checks its
+    values once, when it is made, not at every token)."""
     if p == 1:
         return logits
     V = logits.shape[-1]

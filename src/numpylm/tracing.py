@@ -1,11 +1,11 @@
 """The trace: watch the model write, one token at a time.
 
 For each step it shows what the model read, the token it chose with its probability, and the
-tokens it could have chosen instead, the picture of how an answer comes to be:
+tokens it could have chosen instead, the picture of how an answer comes to be. One line per
+step, then the response they add up to:
 
-    1. "Who was the first president?" -> " The" (40.1%)   alternatives: " George" 20.3%, ...
-    2. "Who was the first president? The" -> " first" (31.5%)   alternatives: ...
-    Response: "The first president was George Washington"
+    N. "<the context>" -> "<the chosen token>" (<its probability>)   alternatives: ...
+    Response: "<the new text>"
 
 The probabilities are the model's own (its softmax, before temperature, top-k and the other
 samplers), as in the story; ``Step.prob`` has the probability under the distribution the token
@@ -18,14 +18,11 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-from .generate import Options, Step, stream
 from .model import GPT
+from .streaming import Step, stream
 from .tokenizer import EOT, Tokenizer
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
 
 
 @dataclass(frozen=True)
@@ -35,7 +32,7 @@ class TraceStep:
     Attributes:
         number: the step, counting from 1.
         context: the text the model read at this step (the prompt and the answer so far).
-        step: the generated token (see ``numpylm.generate.Step``).
+        step: the generated token (see ``numpylm.streaming.Step``).
         alternatives: the most likely other tokens under the model, ``(id, token, prob)``.
     """
 
@@ -85,7 +82,7 @@ def iter_trace(
     max_new_tokens: int = 20,
     stop: str | Sequence[str] | None = None,
     alternatives: int = 4,
-    **options: Unpack[Options],
+    **options: Any,
 ) -> Iterator[TraceStep]:
     """Generate from ``prompt`` (one sequence), yielding a ``TraceStep`` as each token is
     chosen. The options are those of ``numpylm.stream``; ``alternatives`` is how many other
@@ -114,7 +111,7 @@ def trace(
     max_new_tokens: int = 20,
     stop: str | Sequence[str] | None = None,
     alternatives: int = 4,
-    **options: Unpack[Options],
+    **options: Any,
 ) -> Trace:
     """Generate from ``prompt`` and record every step (see ``iter_trace``).
 

@@ -1,0 +1,64 @@
+"""Backends: the functions the inference forward pass is written against, in two versions.
+
+``GPT.forward`` (``model.py``) is written once, against four functions:
+
+- ``linear(x, w, b=None)``: (..., C_in) -> (..., C_out), ``x @ w + b``;
+- ``layer_norm(x, w, b)``: (..., C) -> (..., C);
+- ``gelu(x)``: elementwise;
+- ``attention(q, k, v, allowed)``: (B, H, T, D) queries, (B, H, L, D) keys and values, and a
+  mask broadcastable to (B, H, T, L) or None -> (B, H, T, D) attended values. Attention is
+  causal: for T > 1, ``allowed`` includes the causal mask.
+
+A ``Backend`` is a set of the four. ``PLAIN`` is ``numpylm.layers`` as written, the formulas
+and nothing else: the one to read. ``THREADS`` is ``numpylm.parallel``: the same numbers (to
+rounding), with a long prompt's work spread over the cores. The model uses ``DEFAULT``, the
+fastest, unless it is given another when it is built (``GPT(config, backend="plain")``) or
+called (``model(ids, backend="plain")``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import layers, parallel
+
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The four functions of the inference forward pass (see the module docstring)."""
+
+    name: str
+    linear: Callable[..., Array]
+    layer_norm: Callable[[Array, Array, Array], Array]
+    gelu: Callable[[Array], Array]
+    attention: Callable[[Array, Array, Array, Array | None], Array]
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+
+def _attend(q: Array, k: Array, v: Array, allowed: Array | None) -> Array:
+    """``layers.attention``'s attended values only (inference keeps no probabilities)."""
+    return layers.attention(q, k, v, allowed)[0]
+
+
+PLAIN = Backend("plain", layers.linear, layers.layer_norm, layers.gelu, _attend)
+THREADS = Backend("threads", parallel.linear, layers.layer_norm, parallel.gelu, parallel.attention)
+BACKENDS = {b.name: b for b in (PLAIN, THREADS)}
+DEFAULT = THREADS
+
+
+def get_backend(backend: str | Backend | None = None) -> Backend:
+    """A backend by name (``"plain"``, ``"threads"``) or as it is; None is ``DEFAULT``."""
+    if backend is None:
+        return DEFAULT
+    if isinstance(backend, Backend):
+        return backend
+    if backend in BACKENDS:
+        return BACKENDS[backend]
+    raise ValueError(f"backend must be one of {sorted(BACKENDS)} or a Backend, got {backend!r}")

@@ -1,0 +1,191 @@
+"""Argument checks, one checker per kind of value, so every refusal reads the same way: the
+parameter's name, what it must be, and the value that was given.
+
+The public functions of numpylm check what they are given and say clearly what was wrong,
+instead of failing deep inside NumPy. The objects that are made once and used many times (a
+``Sampler``, a ``TrainConfig``) check their values when they are made, and trust them after.
+
+This module is at the bottom of the package: it imports nothing of numpylm.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+TokenIds = np.ndarray | list[int] | list[list[int]]
+"""What a model reads: a (T,) or (B, T) array of token ids, or the same as (nested) lists."""
+
+
+def as_int(name: str, value: object) -> int:
+    """``value`` as a Python int, or a TypeError naming ``name`` (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def as_float(name: str, value: object) -> float:
+    """``value`` as a Python float, or a TypeError naming ``name`` (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def in_range(name: str, value: float, allowed: str, ok: bool) -> float:
+    """Return ``value`` if ``ok``; otherwise a ValueError saying ``name`` must be ``allowed``.
+    NaN and infinities are always refused."""
+    if not ok or not math.isfinite(value):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
+def whole_number(name: str, value: object, low: int = 0) -> int:
+    """An integer argument ``>= low``: a TypeError for another type, a ValueError below."""
+    n = as_int(name, value)
+    in_range(name, n, f"a whole number >= {low}", n >= low)
+    return n
+
+
+def finite_number(name: str, value: object, low: float = 0.0) -> float:
+    """A real argument that is finite and ``>= low``: a TypeError for another type, a
+    ValueError for NaN, an infinity or a number below ``low``."""
+    x = as_float(name, value)
+    return in_range(name, x, f"a finite number >= {low:g}", x >= low)
+
+
+def positive_int(name: str, value: object) -> int:
+    """A count read from a file or the environment (a config's layers, a number of threads):
+    any value that is not an integer >= 1 is a ValueError (a float such as 1.5 is never
+    rounded)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def dropout_rate(value: object, name: str = "rate") -> float:
+    """``value`` as a Python float, if it is a dropout rate: a number in ``[0, 1)``.
+
+    Raises:
+        ValueError: anything else, naming ``name`` (1 would drop everything; NaN, negative
+            numbers, strings and booleans are refused too).
+    """
+    if not isinstance(value, bool) and isinstance(value, Real) and 0.0 <= float(value) < 1.0:
+        return float(value)
+    raise ValueError(
+        f"{name} must be a dropout rate in [0, 1), the probability of zeroing each value "
+        f"(0 turns dropout off; 0.1 is usual), got {value!r}"
+    )
+
+
+def index(name: str, value: object, size: int, what: str) -> int:
+    """An index into ``size`` things (``what``, e.g. "layers"): a TypeError for a non-integer,
+    a ValueError outside ``0 .. size - 1``."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 <= int(value) < size:
+        raise ValueError(
+            f"{name} must be in 0 to {size - 1} (the model has {size} {what}), got {value}"
+        )
+    return int(value)
+
+
+def token_ids(ids: object, vocab_size: int) -> np.ndarray:
+    """Token ids for a model: a (T,) or (B, T) array of integers in ``[0, vocab_size)``.
+
+    Returns:
+        The ids as a (B, T) integer array (a (T,) sequence becomes (1, T)).
+    """
+    try:
+        arr = np.asarray(ids)
+    except ValueError:  # NumPy's words for a ragged list are about its internals
+        raise ValueError(
+            "token ids must form a (B, T) array, but the rows have different lengths; pad "
+            "them on the left and pass attention_mask (1 for tokens, 0 for padding)"
+        ) from None
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(
+            f"token ids must be an integer array, got dtype {arr.dtype}; tokenize text with "
+            "Tokenizer.encode, or convert with np.asarray(ids, dtype=np.int64)"
+        )
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"token ids must have shape (T,) or (B, T), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"token ids are empty (shape {arr.shape}); give at least one token")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= vocab_size:
+        raise ValueError(
+            f"token id {lo if lo < 0 else hi} is out of range: this model's vocabulary has "
+            f"ids 0 to {vocab_size - 1} (was the text encoded with another tokenizer?)"
+        )
+    return arr.reshape(1, -1) if arr.ndim == 1 else arr
+
+
+def attention_mask(mask: object, B: int, T: int) -> np.ndarray:
+    """A (B, T) mask, 1 (True) for real tokens and 0 for padding, as a bool array."""
+    m = np.asarray(mask)
+    if m.shape != (B, T):
+        raise ValueError(f"attention_mask must have the shape of ids, ({B}, {T}), got {m.shape}")
+    return m.astype(bool)
+
+
+def training_batch(
+    ids: Any, targets: Any, mask: Any, vocab_size: int, n_ctx: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A training batch: (B, T) ids with T <= n_ctx, targets shaped like them (token ids, or
+    -1 for a position that does not count), and an optional mask shaped like them.
+
+    Returns:
+        ``(ids, targets, mask)`` as (B, T) arrays (int, int, bool or None).
+    """
+    ids2d = token_ids(ids, vocab_size)
+    B, T = ids2d.shape
+    if T > n_ctx:
+        raise ValueError(
+            f"sequences of {T} tokens exceed the model's context of n_ctx={n_ctx}; train on "
+            f"chunks of at most {n_ctx} tokens"
+        )
+    t = np.asarray(targets)
+    if t.dtype == bool or not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"targets must be an integer array, got dtype {t.dtype}")
+    if t.shape != np.shape(ids):
+        raise ValueError(f"targets must have the shape of ids, {np.shape(ids)}, got {t.shape}")
+    t = t.reshape(B, T)
+    lo, hi = int(t.min()), int(t.max())
+    if lo < -1 or hi >= vocab_size:
+        raise ValueError(
+            f"target {lo if lo < -1 else hi} is out of range: targets are token ids 0 to "
+            f"{vocab_size - 1}, or -1 for a position that does not count"
+        )
+    if mask is None:
+        return ids2d, t, None
+    m = np.asarray(mask)
+    if m.shape != np.shape(ids):
+        raise ValueError(f"mask must have the shape of ids, {np.shape(ids)}, got {m.shape}")
+    return ids2d, t, m.astype(bool).reshape(B, T)
+
+
+def token_window(ids: object, vocab_size: int, n_ctx: int) -> np.ndarray:
+    """``token_ids`` that fit the context: T <= n_ctx. Returns (B, T)."""
+    ids2d = token_ids(ids, vocab_size)
+    if ids2d.shape[1] > n_ctx:
+        raise ValueError(
+            f"sequence too long: {ids2d.shape[1]} tokens exceed the model's context of "
+            f"n_ctx={n_ctx}; pass at most the last {n_ctx} tokens"
+        )
+    return ids2d
+
+
+def cache_room(B: int, T: int, start: int, cache_batch: int | None, n_ctx: int) -> None:
+    """Refuse T new tokens for B sequences that a cache holding ``start`` tokens for
+    ``cache_batch`` sequences (None: no cache) cannot take."""
+    if start + T > n_ctx:
+        where = f"the cache holds {start} and {T} more were given; " if cache_batch else ""
+        raise ValueError(
+            f"sequence too long: {where}{start + T} tokens exceed the model's context of "
+            f"n_ctx={n_ctx}. Keep only the last {n_ctx} tokens (generate() does this for you)"
+        )
+    if cache_batch is not None and cache_batch != B:
+        raise ValueError(f"the cache was made for batch size {cache_batch}, ids have {B}")

@@ -1,0 +1,81 @@
+"""The step under every generation loop: the sequences the model reads, and their KV cache.
+
+A ``Context`` holds B token sequences. ``next_logits()`` runs the model and returns the (B, V)
+scores of each sequence's next token; ``append(ids)`` puts the chosen tokens back in, so that
+the answer so far is part of the next question. Three pieces of engineering live here, so the
+loops above read like the story:
+
+- the KV cache: after the first step, the model reads only the newest token of each sequence;
+- left padding: sequences of different lengths are read as one batch (``padding.left_pad``);
+- the context window: GPT-2's positions are learned, one embedding per position, so the cached
+  keys cannot be shifted along. Once a sequence outgrows ``n_ctx``, the model reads its last
+  ``n_ctx`` tokens only, and every step rebuilds the cache from them (a full pass over the
+  window per token: slower, but it never crashes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .padding import left_pad
+from .sampling import TokenHistory
+
+if TYPE_CHECKING:
+    from .model import GPT
+
+
+class Context:
+    """B token sequences being continued, with their KV cache and, for the penalties, their
+    ``TokenHistory``.
+
+    Args:
+        model: the language model.
+        rows: B non-empty lists of token ids (prompts).
+        use_cache: read each token once (True) or re-read the whole window every step.
+        history: keep a ``TokenHistory`` (``self.history``) for the repetition penalties.
+        n_vocab: if given, tokens with ids >= n_vocab (padding rows of a model whose vocabulary
+            is larger than its tokenizer's) get logit ``-inf``: they are never drawn.
+    """
+
+    def __init__(
+        self,
+        model: GPT,
+        rows: Sequence[Sequence[int]],
+        use_cache: bool = True,
+        *,
+        history: bool = False,
+        n_vocab: int | None = None,
+    ) -> None:
+        self.model = model
+        self.rows = [list(r) for r in rows]
+        self.use_cache = use_cache
+        self.n_vocab = n_vocab
+        self.cache: Any = None  # a KVCache once the first window has been read
+        self.history = TokenHistory(self.rows, model.config.vocab_size) if history else None
+
+    def next_logits(self) -> np.ndarray:
+        """(B, V) the next-token logits of every sequence."""
+        n_ctx = self.model.config.n_ctx
+        if self.cache is not None and self.cache.length < n_ctx:
+            # The cache holds everything but the newest token: run the model on that one.
+            newest = np.asarray([[row[-1]] for row in self.rows])  # (B, 1)
+            logits = self.model(newest, cache=self.cache, last_only=True)[:, -1]
+        else:
+            # Read the whole window: at the first step, at every step without a cache, and
+            # when the cache is full (the window then moves on by one token).
+            ids, mask = left_pad([row[-n_ctx:] for row in self.rows])  # (B, T), mask or None
+            self.cache = self.model.new_cache(len(self.rows)) if self.use_cache else None
+            logits = self.model(ids, cache=self.cache, attention_mask=mask, last_only=True)[:, -1]
+        if self.n_vocab is not None and self.n_vocab < logits.shape[-1]:
+            logits[:, self.n_vocab :] = -np.inf
+        return logits  # (B, V)
+
+    def append(self, ids: np.ndarray) -> None:
+        """Add one token to each sequence: ``ids`` is (B,)."""
+        for row, i in zip(self.rows, ids, strict=True):
+            row.append(int(i))
+        if self.history is not None:
+            self.history.add(ids)

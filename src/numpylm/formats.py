@@ -1,0 +1,220 @@
+"""Hugging Face's GPT-2 format: its ``config.json`` fields, its tensor names, the shape checks.
+
+numpylm's parameters carry Hugging Face's GPT-2 names already (``h.0.attn.c_attn.weight``;
+the files add a ``transformer.`` prefix), so translating a checkpoint is mostly checking it:
+that the config describes GPT-2 exactly and not a variant, and that every tensor is there with
+the right shape. This module works on plain dicts and arrays: ``model.py`` calls it, and it
+knows nothing of the model class. Files themselves are ``checkpoint.py``'s.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from . import checkpoint
+from .checkpoint import CheckpointError
+
+GPT2_SIZES = {  # name: (n_layer, n_head, n_embd)
+    "gpt2": (12, 12, 768),
+    "gpt2-medium": (24, 16, 1024),
+    "gpt2-large": (36, 20, 1280),
+    "gpt2-xl": (48, 25, 1600),
+}
+"""The published GPT-2 sizes, by their Hugging Face Hub ids."""
+
+Shapes = dict[str, tuple[int, ...]]
+C = TypeVar("C")
+
+# Buffers that old GPT-2 checkpoints store beside the weights; they are constants, not weights.
+_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+_PREFIX = "transformer."
+
+
+def preset(name: str) -> dict[str, int]:
+    """The shape of a published GPT-2 size (``gpt2``, ``gpt2-medium``, ``gpt2-large``,
+    ``gpt2-xl``, with or without ``openai-community/``) as ``GPTConfig`` fields."""
+    try:
+        n_layer, n_head, n_embd = GPT2_SIZES[name.removeprefix("openai-community/")]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(GPT2_SIZES)}") from None
+    return {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd}
+
+
+def config_to_hf(fields: dict[str, int]) -> dict[str, Any]:
+    """``GPTConfig`` fields (``vocab_size``, ``n_ctx``, ``n_layer``, ``n_head``, ``n_embd``) as
+    a Hugging Face ``config.json`` for ``GPT2LMHeadModel``."""
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": fields["vocab_size"],
+        "n_positions": fields["n_ctx"],
+        "n_ctx": fields["n_ctx"],
+        "n_layer": fields["n_layer"],
+        "n_head": fields["n_head"],
+        "n_embd": fields["n_embd"],
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        "bos_token_id": fields["vocab_size"] - 1,
+        "eos_token_id": fields["vocab_size"] - 1,
+        "torch_dtype": "float32",
+    }
+
+
+def config_from_hf(hf: dict[str, Any], make: Callable[..., C], source: str = "config.json") -> C:
+    """A Hugging Face GPT-2 ``config.json`` (as a dict) -> ``make(**fields)`` (``make`` is
+    ``GPTConfig``), refusing variants that would compute something other than GPT-2. Every
+    refusal, ``make``'s own included, is a ``CheckpointError`` that names ``source``."""
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise CheckpointError(
+            f"{source}: model_type is {hf.get('model_type')!r}; numpylm implements GPT-2 only"
+        )
+    n_embd = int(hf.get("n_embd", 768))
+    unsupported = {
+        "activation_function": (hf.get("activation_function", "gelu_new"), "gelu_new"),
+        "n_inner": (hf.get("n_inner") or 4 * n_embd, 4 * n_embd),
+        "scale_attn_weights": (hf.get("scale_attn_weights", True), True),
+        "scale_attn_by_inverse_layer_idx": (
+            hf.get("scale_attn_by_inverse_layer_idx", False),
+            False,
+        ),
+        "tie_word_embeddings": (hf.get("tie_word_embeddings", True), True),
+    }
+    for key, (value, expected) in unsupported.items():
+        if value != expected:
+            raise CheckpointError(
+                f"{source}: {key}={value!r} is not supported (numpylm computes GPT-2 with "
+                f"{key}={expected!r})"
+            )
+    eps = float(hf.get("layer_norm_epsilon", 1e-5))
+    if not math.isclose(eps, 1e-5):
+        raise CheckpointError(
+            f"{source}: layer_norm_epsilon={eps} is not supported (GPT-2 uses 1e-5)"
+        )
+    fields = {
+        "vocab_size": int(hf.get("vocab_size", 50257)),
+        "n_ctx": int(hf.get("n_positions", hf.get("n_ctx", 1024))),
+        "n_layer": int(hf.get("n_layer", 12)),
+        "n_head": int(hf.get("n_head", 12)),
+        "n_embd": n_embd,
+    }
+    try:
+        return make(**fields)
+    except ValueError as e:
+        raise CheckpointError(f"{source}: {e}") from e
+
+
+def read_model(
+    name_or_path: str | os.PathLike[str],
+) -> tuple[dict[str, Any], dict[str, np.ndarray], Path]:
+    """A Hugging Face model directory or Hub id -> (``config.json`` as a dict, every tensor of
+    its safetensors files by name, the local directory they came from)."""
+    model_dir = checkpoint.resolve(name_or_path)
+    files = checkpoint.weight_files(model_dir)  # first: it explains a pickle-only directory
+    config_path = model_dir / checkpoint.CONFIG_FILE
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"{model_dir} has no {checkpoint.CONFIG_FILE}: it is not a model directory"
+        )
+    tensors: dict[str, np.ndarray] = {}
+    for path in files:
+        tensors |= checkpoint.read_safetensors(path)
+    return checkpoint.read_json(config_path), tensors, model_dir
+
+
+def write_model(
+    directory: str | os.PathLike[str],
+    hf: dict[str, Any],
+    params: dict[str, np.ndarray],
+    dtype: np.dtype[Any] | type,
+) -> Path:
+    """Write ``config.json`` (``hf``, with ``torch_dtype``) and ``model.safetensors`` (the
+    parameters as ``dtype``: float16, float32 or float64) into ``directory``, each atomically."""
+    out, stored = Path(directory), np.dtype(dtype)
+    if stored not in (np.float16, np.float32, np.float64):
+        raise ValueError(f"dtype must be float16, float32 or float64, got {stored}")
+    checkpoint.write_safetensors(out / checkpoint.WEIGHTS_FILE, params_to_hf(params, stored))
+    checkpoint.write_json(out / checkpoint.CONFIG_FILE, hf | {"torch_dtype": str(stored)})
+    return out
+
+
+def params_from_hf(
+    tensors: dict[str, np.ndarray], shapes: Shapes, source: Path
+) -> dict[str, np.ndarray]:
+    """Hugging Face GPT-2 tensors -> numpylm's parameters (the same names, without
+    ``transformer.``), checked against ``shapes`` (the model's ``param_shapes``).
+
+    Both key spellings (``h.0...`` and ``transformer.h.0...``) are accepted; the attention mask
+    buffers are skipped and ``lm_head.weight``, when present, must equal ``wte.weight``'s shape
+    (GPT-2 ties them).
+    """
+    params: dict[str, np.ndarray] = {}
+    lm_head = None
+    for name, t in tensors.items():
+        name = name.removeprefix(_PREFIX)
+        if name.endswith(_BUFFER_SUFFIXES):
+            continue  # the causal mask stored as a buffer; numpylm builds its own
+        if name == "lm_head.weight":
+            lm_head = t
+            continue
+        params[name] = t
+    wte = params.get("wte.weight")
+    if lm_head is not None and wte is not None and lm_head.shape != wte.shape:
+        raise CheckpointError(
+            f"{source}: lm_head.weight has shape {lm_head.shape} but wte.weight has "
+            f"{wte.shape}; GPT-2 ties them"
+        )
+    if wte is None and lm_head is not None:
+        params["wte.weight"] = lm_head
+    try:
+        check_shapes(shapes, params)
+    except CheckpointError as e:
+        raise CheckpointError(f"{source}: {e}") from None
+    return params
+
+
+def params_to_hf(params: dict[str, np.ndarray], dtype: np.dtype[Any]) -> dict[str, np.ndarray]:
+    """numpylm's parameters -> the tensors of a Hugging Face file, converted to ``dtype``."""
+    return {_PREFIX + name: p.astype(dtype, copy=False) for name, p in params.items()}
+
+
+def check_shapes(
+    expected: Shapes, params: dict[str, np.ndarray], described: str = "the config"
+) -> None:
+    """Check that ``params`` has exactly the names and shapes in ``expected`` (which
+    ``described`` names in the message, e.g. the config's fields).
+
+    Raises:
+        CheckpointError: naming the missing and unexpected tensors, or the first tensor whose
+            shape differs.
+    """
+    missing = [k for k in expected if k not in params]
+    extra = [k for k in params if k not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {_few(missing)}")
+        if extra:
+            parts.append(f"unexpected {_few(extra)}")
+        raise CheckpointError("parameters do not match the config: " + "; ".join(parts))
+    for name, shape in expected.items():
+        got = tuple(np.shape(params[name]))
+        if got != shape:
+            raise CheckpointError(f"tensor {name!r} has shape {got} but {described} needs {shape}")
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")

@@ -1,0 +1,123 @@
+"""Backends: the forward pass is written once, and the plain layers and the threads compute the
+same logits. The inputs are large enough that the threads backend really splits its work (each
+comparison checks that tasks ran in the pool's threads), so the comparison is of two
+computations, not of the code with itself. Training's recording forward gives the same logits
+too."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import pytest
+
+from numpylm import GPT, GPTConfig, backprop, generate_batch, parallel
+from numpylm.backends import PLAIN, THREADS, get_backend
+from numpylm.layers import gelu, gelu_fast
+
+CONFIG = GPTConfig(vocab_size=97, n_ctx=96, n_layer=2, n_head=4, n_embd=32)
+
+
+@pytest.fixture(params=[2, 3], ids=lambda n: f"threads={n}")
+def threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    before = parallel.get_threads()
+    parallel.set_threads(request.param)
+    yield request.param
+    parallel.set_threads(before)
+
+
+@pytest.fixture
+def pool_threads(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The names of the threads that ran the backend's tasks."""
+    names: set[str] = set()
+    real_run = parallel.run
+
+    def recording_run(tasks: Sequence[Callable[[], object]]) -> None:
+        def wrap(task: Callable[[], object]) -> Callable[[], object]:
+            def run() -> object:
+                names.add(threading.current_thread().name)
+                return task()
+
+            return run
+
+        real_run([wrap(t) for t in tasks])
+
+    monkeypatch.setattr(parallel, "run", recording_run)
+    return names
+
+
+def model64() -> GPT:
+    model = GPT(CONFIG, seed=5, dtype=np.float64)
+    rng = np.random.default_rng(5)
+    for p in model.params.values():  # no zero biases or unit gains: every parameter matters
+        p += rng.standard_normal(p.shape) * 0.05
+    return model
+
+
+def test_the_backends_give_the_same_logits(threads: int, pool_threads: set[str]) -> None:
+    model = model64()
+    ids = np.random.default_rng(0).integers(0, CONFIG.vocab_size, size=(3, 90))  # 270 rows
+    plain = model(ids, backend="plain")
+    assert not pool_threads  # the plain backend never touches the pool
+    fast = model(ids, backend=THREADS)
+    assert any(name.startswith("numpylm") for name in pool_threads)  # the work was split
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-12)  # equal to rounding
+
+
+def test_the_backends_agree_with_a_cache_and_padding(threads: int, pool_threads: set[str]) -> None:
+    """A padded prefill then decoding steps, through the generation loop: the same greedy ids
+    and the same logits for every backend."""
+    prompts = [list(range(3, 70)), list(range(10, 50)), [5, 6, 7]]
+    plain_model, fast_model = model64(), model64()
+    plain_model.backend, fast_model.backend = PLAIN, THREADS
+    plain = generate_batch(plain_model, prompts, 12, temperature=0)
+    fast = generate_batch(fast_model, prompts, 12, temperature=0)
+    assert any(name.startswith("numpylm") for name in pool_threads)
+    assert [p.tolist() for p in plain] == [f.tolist() for f in fast]
+    mask = np.zeros((3, 69), dtype=bool)
+    ids = np.zeros((3, 69), dtype=np.int64)
+    for b, p in enumerate(prompts):
+        ids[b, 69 - len(p) :], mask[b, 69 - len(p) :] = p, True
+    for backend in ("plain", "threads"):
+        cache = plain_model.new_cache(3)
+        first = plain_model(ids, cache=cache, attention_mask=mask, backend=backend)
+        step = plain_model(ids[:, -1:], cache=cache, backend=backend)
+        if backend == "plain":
+            expected = (first, step)
+        else:
+            np.testing.assert_allclose(first[mask], expected[0][mask], rtol=0, atol=1e-12)
+            np.testing.assert_allclose(step, expected[1], rtol=0, atol=1e-12)
+
+
+def test_training_records_the_same_forward(threads: int) -> None:
+    """``backprop.forward`` (the recording forward of training) and ``GPT.forward`` compute the
+    same logits, whichever backend the latter uses."""
+    model = model64()
+    ids = np.random.default_rng(1).integers(0, CONFIG.vocab_size, size=(2, 80))
+    logits, record = backprop.forward(model.params, CONFIG.n_head, ids)
+    assert len(record.blocks) == CONFIG.n_layer
+    for backend in ("plain", "threads"):
+        np.testing.assert_allclose(logits, model(ids, backend=backend), rtol=0, atol=1e-12)
+
+
+def test_the_backend_is_chosen_when_built_or_per_call() -> None:
+    assert GPT(CONFIG).backend is THREADS  # the default: the fastest
+    plain = GPT(CONFIG, backend="plain")
+    assert plain.backend is PLAIN and get_backend(None) is THREADS and get_backend(PLAIN) is PLAIN
+    with pytest.raises(ValueError, match="backend must be one of"):
+        GPT(CONFIG, backend="gpu")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        plain(np.array([1, 2]), backend="fast")
+
+
+def test_gelu_fast_is_gelu() -> None:
+    """The speed rewrite computes the formula's numbers (float32 stays float32)."""
+    x = np.random.default_rng(0).standard_normal((64, 48)) * 4
+    np.testing.assert_allclose(gelu_fast(x), gelu(x), rtol=1e-14, atol=1e-15)
+    x32 = x.astype(np.float32)
+    assert gelu_fast(x32).dtype == np.float32 and gelu(x32).dtype == np.float32
+    np.testing.assert_allclose(gelu_fast(x32), gelu(x32), rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        gelu(np.array([0.0, 1.0, -1.0])), [0.0, 0.841192, -0.158808], atol=1e-6
+    )
