@@ -18,10 +18,13 @@ Each line of the backward names, in a comment, the forward line it inverts; each
 ``*_backward`` twin in ``layers`` of a forward function. A residual ``x = x + f(x)`` passes the
 gradient through unchanged and adds the branch's.
 
-Dropout, a training-only idea, lives here and nowhere else: with a ``Dropout``, the forward
-drops at GPT-2's three sites and records each mask, and the backward sends the gradient
-through the same masks. This module works on plain dicts of arrays (``params``, named as
-``model.params``); ``GPT.loss_and_grads`` calls ``loss_and_grads`` here.
+Dropout, a training-only idea, lives here and nowhere else: with a ``rate`` above 0, the
+forward drops at GPT-2's three sites (Hugging Face's ``embd_pdrop``, ``attn_pdrop`` and
+``resid_pdrop``, one rate for all): the embedding's output, the attention probabilities, and
+each residual branch's output before it is added. It records each mask, drawn from ``rng`` in
+the order of the forward pass (the same generator state gives the same masks), and the
+backward sends the gradient through the same masks. This module works on plain dicts of arrays
+(``params``, named as ``model.params``); ``GPT.loss_and_grads`` calls ``loss_and_grads`` here.
 """
 
 from __future__ import annotations
@@ -51,18 +54,6 @@ from .layers import (
 )
 
 Params = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Dropout:
-    """Dropout while training, at GPT-2's three sites with one rate (Hugging Face's
-    ``embd_pdrop``, ``attn_pdrop`` and ``resid_pdrop``): the embedding's output, the attention
-    probabilities, and each residual branch's output before it is added. The masks come from
-    ``rng`` in the order of the forward pass, so the same generator state gives the same masks.
-    """
-
-    rate: float
-    rng: np.random.Generator
 
 
 @dataclass
@@ -113,22 +104,29 @@ class Record:
 
 
 def forward(
-    params: Params, n_head: int, ids: np.ndarray, drop: Dropout | None = None
+    params: Params,
+    n_head: int,
+    ids: np.ndarray,
+    rate: float = 0.0,
+    rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, Record]:
-    """The forward pass over (B, T) ids from position 0, recording what the backward needs.
+    """The forward pass over (B, T) ids from position 0, recording what the backward needs;
+    with a dropout ``rate`` above 0, dropping with masks drawn from ``rng``.
 
     Returns:
         ``(logits, record)``: (B, T, V) logits, equal to ``GPT.forward``'s (to rounding), and
         the ``Record``.
     """
+    if rate and rng is None:
+        raise ValueError("a dropout rate needs rng, the generator of its masks")
     T = ids.shape[1]
     pos = np.arange(T)  # (T,): training reads whole windows, never padding
     allowed = causal_mask(T, T) if T > 1 else None  # (T, T)
     x = embedding(params["wte.weight"], params["wpe.weight"], ids, pos)  # (B, T, C)
-    x, embd_keep = _site(drop, x)
+    x, embd_keep = _site(x, rate, rng)
     blocks = []
     for i in range(_n_layer(params)):
-        x, block = block_forward(params, f"h.{i}.", x, n_head, allowed, drop)
+        x, block = block_forward(params, f"h.{i}.", x, n_head, allowed, rate, rng)
         blocks.append(block)
     ln_f = layer_norm(x, params["ln_f.weight"], params["ln_f.bias"])
     logits = ln_f @ params["wte.weight"].T  # (B, T, V): the LM head is the token embedding
@@ -141,7 +139,8 @@ def block_forward(
     x: np.ndarray,
     n_head: int,
     allowed: np.ndarray | None,
-    drop: Dropout | None,
+    rate: float,
+    rng: np.random.Generator | None,
 ) -> tuple[np.ndarray, BlockRecord]:
     """Block ``h`` (``"h.0."``, ...) on the (B, T, C) residual stream: ``GPT.block``, with its
     arrays recorded. Returns the (B, T, C) output and the record."""
@@ -149,17 +148,17 @@ def block_forward(
     qkv = linear(ln_1, params[h + "attn.c_attn.weight"], params[h + "attn.c_attn.bias"])
     q, k, v = (split_heads(t, n_head) for t in np.split(qkv, 3, axis=-1))  # 3 x (B, H, T, D)
     att_keep = None  # with dropout, each query forgets some of the keys it would weigh
-    if drop is not None:
-        att_keep = dropout_mask((*q.shape[:3], k.shape[2]), drop.rate, drop.rng)  # (B,H,T,T)
-    att_drop = None if drop is None or att_keep is None else (att_keep, drop.rate)
-    y, att = attention(q, k, v, allowed, drop=att_drop)  # (B, H, T, D), (B, H, T, T)
+    if rate and rng is not None:
+        att_keep = dropout_mask((*q.shape[:3], k.shape[2]), rate, rng)  # (B, H, T, T)
+    drop = None if att_keep is None else (att_keep, rate)
+    y, att = attention(q, k, v, allowed, drop=drop)  # (B, H, T, D), (B, H, T, T)
     y = merge_heads(y)  # (B, T, C)
-    out, attn_keep = _site(drop, linear(y, *_wb(params, h + "attn.c_proj")))
+    out, attn_keep = _site(linear(y, *_wb(params, h + "attn.c_proj")), rate, rng)
     x_mid = x + out
     ln_2 = layer_norm(x_mid, params[h + "ln_2.weight"], params[h + "ln_2.bias"])
     fc = linear(ln_2, *_wb(params, h + "mlp.c_fc"))  # (B, T, 4C)
     g = gelu_fast(fc)
-    out, mlp_keep = _site(drop, linear(g, *_wb(params, h + "mlp.c_proj")))  # (B, T, C)
+    out, mlp_keep = _site(linear(g, *_wb(params, h + "mlp.c_proj")), rate, rng)  # (B, T, C)
     record = BlockRecord(
         x, ln_1, q, k, v, att, att_keep, y, attn_keep, x_mid, ln_2, fc, g, mlp_keep
     )
@@ -217,8 +216,8 @@ def block_backward(
     dout = _site_backward(dx, r.attn_keep, rate)  # from "out = dropout(...)"
     dy = _linear_backward(dout, r.y, params, grads, h + "attn.c_proj")  # from "linear(y, ...)"
     dy = split_heads(dy, n_head)  # from "y = merge_heads(y)": (B, H, T, D)
-    att_drop = None if r.att_keep is None else (r.att_keep, rate)
-    dq, dk, dv = attention_backward(dy, r.q, r.k, r.v, r.att, drop=att_drop)  # "attention(...)"
+    drop = None if r.att_keep is None else (r.att_keep, rate)
+    dq, dk, dv = attention_backward(dy, r.q, r.k, r.v, r.att, drop=drop)  # "attention(...)"
     dqkv = np.concatenate(
         [merge_heads(d) for d in (dq, dk, dv)], axis=-1
     )  # from "split": (B, T, 3C)
@@ -233,15 +232,34 @@ def loss_and_grads(
     ids: np.ndarray,
     targets: np.ndarray,
     mask: np.ndarray | None = None,
-    drop: Dropout | None = None,
+    rate: float = 0.0,
+    rng: np.random.Generator | None = None,
 ) -> tuple[float, Params]:
-    """The mean cross-entropy of predicting (B, T) ``targets`` from (B, T) ``ids`` (-1 and a
-    False ``mask`` entry: a position that does not count), and its gradient for every
-    parameter. The arguments are checked already (``GPT.loss_and_grads`` does that)."""
-    logits, record = forward(params, n_head, ids, drop)  # (B, T, V)
+    """The mean cross-entropy of predicting ``targets`` from ``ids``, and its gradient for
+    every parameter. The arguments are checked already (``GPT.loss_and_grads`` does that).
+
+    Args:
+        params: the model's parameters, by name.
+        n_head: attention heads per block.
+        ids: (B, T) integer token ids, T <= n_ctx.
+        targets: (B, T) integers: the token that should follow each position (usually ``ids``
+            shifted by one). A target of -1 does not count.
+        mask: (B, T) bool, True where a position counts towards the loss; None counts every
+            position. It only selects which predictions are scored: every token is still read
+            and attended to.
+        rate: the dropout rate in ``[0, 1)``, at GPT-2's three sites; 0 is the exact model,
+            with no randomness.
+        rng: the generator of the dropout masks; the same state gives the same masks (and the
+            same loss and gradient).
+
+    Returns:
+        ``(loss, grads)``: the mean loss over the counted positions (a Python float), and a
+        dict with exactly the names and shapes of ``params``, in their dtype.
+    """
+    logits, record = forward(params, n_head, ids, rate, rng)  # (B, T, V)
     loss, dlogits = cross_entropy(logits, targets, mask)
     del logits  # the largest activation; its gradient has taken its place
-    return loss, backward(params, n_head, ids, record, dlogits, 0.0 if drop is None else drop.rate)
+    return loss, backward(params, n_head, ids, record, dlogits, rate)
 
 
 def _n_layer(params: Params) -> int:
@@ -253,10 +271,15 @@ def _wb(params: Params, name: str) -> tuple[np.ndarray, np.ndarray]:
     return params[name + ".weight"], params[name + ".bias"]
 
 
-def _site(drop: Dropout | None, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _site(
+    x: np.ndarray, rate: float, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``x`` through a dropout site: ``(dropout(x), its mask)`` while dropping; ``(x, None)``
-    otherwise (no mask made, nothing drawn, so training without dropout costs nothing)."""
-    return (x, None) if drop is None else dropout(x, drop.rate, drop.rng)
+    at rate 0 (no mask made, nothing drawn, so training without dropout costs nothing)."""
+    if not rate:
+        return x, None
+    assert rng is not None  # forward refuses a rate without a generator
+    return dropout(x, rate, rng)
 
 
 def _site_backward(dout: np.ndarray, keep: np.ndarray | None, rate: float) -> np.ndarray:

@@ -30,6 +30,7 @@ from .layers import cross_entropy, embedding, merge_heads, split_heads
 from .padding import Padding, positions_and_mask
 
 DType = np.dtype[Any] | type
+PathArg = str | os.PathLike[str]
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,7 @@ class GPT:
         return sum(p.size for p in self.params.values())
 
     @classmethod
-    def from_pretrained(
-        cls, name_or_path: str | os.PathLike[str], dtype: DType = np.float32
-    ) -> GPT:
+    def from_pretrained(cls, name_or_path: PathArg, dtype: DType = np.float32) -> GPT:
         """Load GPT-2 from a directory (``config.json`` + ``model.safetensors``) or the Hugging
         Face Hub (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``, ...: downloaded once)."""
         hf, tensors, source = formats.read_model(name_or_path)
@@ -178,12 +177,11 @@ class GPT:
         params = formats.params_from_hf(tensors, param_shapes(config), source)
         return cls(config, dtype=dtype, params=params)
 
-    def save_pretrained(
-        self, directory: str | os.PathLike[str], dtype: DType | None = None
-    ) -> Path:
+    def save_pretrained(self, directory: PathArg, dtype: DType | None = None) -> Path:
         """Write ``config.json`` and ``model.safetensors`` atomically, as ``transformers`` reads
         them; ``dtype`` (e.g. ``np.float16``, half the size) converts the weights as written."""
-        return formats.write_model(directory, self.config.to_hf(), self.params, dtype or self.dtype)
+        stored = self.dtype if dtype is None else dtype
+        return formats.write_model(directory, self.config.to_hf(), self.params, stored)
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """An empty KV cache for ``batch_size`` sequences, with room for ``n_ctx`` tokens."""
@@ -244,16 +242,16 @@ class GPT:
     def block(
         self, i: int, x: np.ndarray, cache: KVCache | None, allowed: np.ndarray | None, be: Backend
     ) -> np.ndarray:
-        """Transformer block ``i``: attention, then the MLP, each added to the residual stream.
-        x: (B, T, C) -> (B, T, C). With a cache, the new keys and values are stored after the
-        cached ones and attention reads every key so far."""
-        p, h, T, start = self.params, f"h.{i}.", x.shape[1], 0 if cache is None else cache.length
+        """Transformer block ``i``, (B, T, C) -> (B, T, C): attention, then the MLP, each added
+        to the residual stream. With a cache, attention reads the cached keys and values too."""
+        p, h, T, H = self.params, f"h.{i}.", x.shape[1], self.config.n_head
+        start = 0 if cache is None else cache.length  # forward updates it after the last block
 
         # Attention: every new token asks (query) and offers (key, value).
         a = be.layer_norm(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"])
         qkv = be.linear(a, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"])  # (B, T, 3C)
-        q, k, v = (split_heads(t, self.config.n_head) for t in np.split(qkv, 3, axis=-1))
-        if cache is not None:  # q, k, v: (B, H, T, D) each
+        q, k, v = (split_heads(t, H) for t in np.split(qkv, 3, axis=-1))  # 3 x (B, H, T, D)
+        if cache is not None:  # store the new keys and values after the cached ones
             cache.k[i, :, :, start : start + T], cache.v[i, :, :, start : start + T] = k, v
             k, v = cache.k[i, :, :, : start + T], cache.v[i, :, :, : start + T]  # (B, H, L, D)
         y = merge_heads(be.attention(q, k, v, allowed))  # (B, H, T, D) -> (B, T, C)
@@ -296,5 +294,5 @@ class GPT:
         c = self.config
         ids2d, targets2d, mask2d = checks.training_batch(ids, targets, mask, c.vocab_size, c.n_ctx)
         rate = checks.dropout_rate(dropout, "dropout")
-        drop = backprop.Dropout(rate, rng or np.random.default_rng()) if rate else None
-        return backprop.loss_and_grads(self.params, c.n_head, ids2d, targets2d, mask2d, drop)
+        rng = (rng or np.random.default_rng()) if rate else None
+        return backprop.loss_and_grads(self.params, c.n_head, ids2d, targets2d, mask2d, rate, rng)
