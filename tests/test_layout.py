@@ -37,6 +37,7 @@ LAYERS = [
     ["batching"],
     ["streaming", "finetune"],
     ["tracing", "instructions"],
+    ["chat_data"],
     ["cli"],
     ["__init__", "__main__"],
 ]

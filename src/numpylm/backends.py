@@ -9,7 +9,9 @@
   mask broadcastable to (B, H, T, L) or None -> (B, H, T, D) attended values. Attention is
   causal: for T > 1, ``allowed`` includes the causal mask.
 
-A ``Backend`` is a set of the four. ``PLAIN`` is ``numpylm.layers`` as written, the formulas
+A ``Backend`` is a set of the four, and ``session(rows)``, a context the forward pass runs
+in (for ``THREADS``: BLAS held to one thread while numpylm's own threads split the work; for
+``PLAIN``: nothing). ``PLAIN`` is ``numpylm.layers`` as written, the formulas
 and nothing else: the one to read. ``THREADS`` is ``numpylm.parallel``: the same numbers (to
 rounding), with a long prompt's work spread over the cores. The model uses ``DEFAULT``, the
 fastest, unless it is given another when it is built (``GPT(config, backend="plain")``) or
@@ -19,6 +21,7 @@ called (``model(ids, backend="plain")``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +40,7 @@ class Backend:
     layer_norm: Callable[[Array, Array, Array], Array]
     gelu: Callable[[Array], Array]
     attention: Callable[[Array, Array, Array, Array | None], Array]
+    session: Callable[[int], AbstractContextManager[None]] = lambda rows: nullcontext()
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"
@@ -48,7 +52,14 @@ def _attend(q: Array, k: Array, v: Array, allowed: Array | None) -> Array:
 
 
 PLAIN = Backend("plain", layers.linear, layers.layer_norm, layers.gelu, _attend)
-THREADS = Backend("threads", parallel.linear, layers.layer_norm, parallel.gelu, parallel.attention)
+THREADS = Backend(
+    "threads",
+    parallel.linear,
+    layers.layer_norm,
+    parallel.gelu,
+    parallel.attention,
+    parallel.single_threaded_blas,
+)
 BACKENDS = {b.name: b for b in (PLAIN, THREADS)}
 DEFAULT = THREADS
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .checks import whole_number
-from .context import Context
+from .context import Context, check_memory
 from .generation import PromptIds, check_prompt, make_rng, start_id
 from .model import GPT
 from .sampling import Sampler
@@ -93,6 +93,7 @@ def generate_batch(
     sampler, rng, use_cache = split_options(options)
     checked = [check_prompt(model, p, eos_id) for p in non_empty(prompts)]
     n = whole_number("num_samples", num_samples, 1)
+    check_memory(model, len(checked) * n, use_cache, sampler.uses_history)
     rows = [p for p in checked for _ in range(n)]
     new: list[list[int]] = [[] for _ in rows]
     done = np.zeros(len(rows), dtype=bool)

@@ -11,6 +11,7 @@ This module is at the bottom of the package: it imports nothing of numpylm.
 from __future__ import annotations
 
 import math
+import os
 from numbers import Integral, Real
 from typing import Any
 
@@ -178,14 +179,48 @@ def token_window(ids: object, vocab_size: int, n_ctx: int) -> np.ndarray:
     return ids2d
 
 
-def cache_room(B: int, T: int, start: int, cache_batch: int | None, n_ctx: int) -> None:
-    """Refuse T new tokens for B sequences that a cache holding ``start`` tokens for
-    ``cache_batch`` sequences (None: no cache) cannot take."""
+def cache_room(cache: Any, T: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
+    """Check that T new tokens fit: in the context, and in ``cache`` (a ``KVCache`` or None),
+    which must have been made by this model for this batch: its keys ``shape`` (n_layer, B, H,
+    n_ctx, D) and ``dtype``. Returns how many tokens the cache holds already (0 without one)."""
+    n_ctx, start = shape[3], 0 if cache is None else int(cache.length)
     if start + T > n_ctx:
-        where = f"the cache holds {start} and {T} more were given; " if cache_batch else ""
+        where = f"the cache holds {start} and {T} more were given; " if cache is not None else ""
         raise ValueError(
             f"sequence too long: {where}{start + T} tokens exceed the model's context of "
             f"n_ctx={n_ctx}. Keep only the last {n_ctx} tokens (generate() does this for you)"
         )
-    if cache_batch is not None and cache_batch != B:
-        raise ValueError(f"the cache was made for batch size {cache_batch}, ids have {B}")
+    if cache is not None and cache.k.shape[1] != shape[1]:
+        raise ValueError(
+            f"the cache was made for batch size {cache.k.shape[1]}, ids have {shape[1]}"
+        )
+    if cache is not None and (cache.k.shape != shape or cache.k.dtype != dtype):
+        raise ValueError(
+            f"the cache does not belong to this model: its keys are {cache.k.dtype} "
+            f"{cache.k.shape}, this model's are {dtype} {shape} (n_layer, B, H, n_ctx, D); make "
+            "it with this model's new_cache()"
+        )
+    return start
+
+
+def fits_in_memory(nbytes: int, what: str) -> None:
+    """Refuse, before it starts, work that needs more memory than the machine has free: a
+    ``MemoryError`` halfway through says less than this (where the free memory cannot be read,
+    nothing is refused)."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system that says
+        return
+    if nbytes > free:
+        raise ValueError(
+            f"{what} need about {_size(nbytes)} of memory, and this machine has {_size(free)} "
+            "free: ask for fewer at once (--num-samples, or a smaller batch)"
+        )
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:,.0f} {unit}" if unit == "bytes" else f"{nbytes:,.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError("unreachable")

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import math
+import os
 import sys
+import textwrap
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,7 +31,14 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="numpylm", description="A GPT-2 language model in plain NumPy."
+        prog="numpylm",
+        description="A GPT-2 language model in plain NumPy.",
+        epilog="exit status:\n"
+        + "\n".join(
+            textwrap.fill(what, 79, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+            for code, what in EXIT_CODES.items()
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -35,20 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser(
         "generate",
         help="continue a prompt with generated text",
-        description="Continue PROMPT one token at a time and print the new text.",
+        description="Continue PROMPT one token at a time and print the new text. A fine-tuned "
+        "model (one with prompt_template.json, such as the built-in chat model) is asked in "
+        "the format it was taught, and stops at <|endoftext|>.",
+        epilog=_models_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gen.add_argument(
         "prompt",
         metavar="PROMPT",
         help="the text to continue; '-' reads stdin (without its final newline)",
     )
-    gen.add_argument(
-        "--model",
-        "-m",
-        metavar="NAME_OR_DIR",
-        help="a model directory or a Hugging Face Hub id such as gpt2 (default: the built-in "
-        "Shakespeare model)",
-    )
+    _add_model_flag(gen, "the model")
     gen.add_argument(
         "--max-new-tokens",
         "-n",
@@ -58,11 +67,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many tokens to generate at most (default: %(default)s)",
     )
     _add_sampling_flags(gen)
+    _add_output_flags(gen)
     gen.set_defaults(run=_run_generate, parser=gen)
+    _add_chat_parser(commands)
     _add_train_parser(commands)
     _add_eval_parser(commands)
     _add_finetune_parsers(commands)
     return parser
+
+
+def _add_model_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    from .loading import BUILTIN_MODELS
+
+    parser.add_argument(
+        "--model",
+        "-m",
+        metavar="NAME_OR_DIR",
+        help=f"{what}: a built-in model ({', '.join(BUILTIN_MODELS)}), a model directory or a "
+        "Hugging Face Hub id such as gpt2; built-in names come first (default: shakespeare)",
+    )
+
+
+def _models_epilog() -> str:
+    from .loading import BUILTIN_MODELS
+
+    lines = [f"  {name:12} {what}" for name, what in BUILTIN_MODELS.items()]
+    return "built-in models (--model NAME):\n" + "\n".join(lines)
 
 
 def _version() -> str:
@@ -97,7 +127,13 @@ def _checked(convert: Callable[[str], Any], check: Callable[[Any], Any]) -> Call
 
 def _unescape(text: str) -> str:
     r"""Stop strings from the shell: understand backslash escapes such as ``\n`` and ``\t``."""
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError as e:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has a bad backslash escape ({e.reason}); escapes are those of Python "
+            "strings, such as \\n, \\t and \\x41, and \\\\ is a backslash"
+        ) from None
 
 
 def _add_sampling_flags(gen: argparse.ArgumentParser) -> None:
@@ -158,6 +194,9 @@ def _add_sampling_flags(gen: argparse.ArgumentParser) -> None:
         metavar="S",
         help="the same seed gives the same text (default: different every run)",
     )
+
+
+def _add_output_flags(gen: argparse.ArgumentParser) -> None:
     out = gen.add_argument_group("output")
     out.add_argument(
         "--stop",
@@ -210,8 +249,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         if args.no_stream:
             pieces.append(text)
         else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            _out(text)
 
     if args.trace:
         response = ""
@@ -228,21 +266,177 @@ def _run_generate(args: argparse.Namespace) -> int:
         texts = complete_batch(model, tokenizer, prompt, num_samples=args.num_samples, **options)
         for i, text in enumerate(texts, start=1):
             write(f"--- sample {i} of {len(texts)} ---\n{prompt}{text}\n")
-    sys.stdout.write("".join(pieces))
+    _out("".join(pieces))
     return 0
 
 
+# --- numpylm chat ---------------------------------------------------------------------------
+
+
+def _add_chat_parser(commands: Any) -> None:
+    chat = commands.add_parser(
+        "chat",
+        help="ask a fine-tuned model questions, one after another",
+        description=(
+            "An interactive prompt: type a question, the model answers as it writes, and the "
+            "next question follows. Ctrl-D (end of input) leaves; Ctrl-C abandons the answer "
+            "being written. Each question is asked on its own by default, in the model's "
+            "prompt template, as the model was taught (the built-in chat model was trained on "
+            "single questions). With --keep-turns the earlier questions and answers are put "
+            "before the new one; when they and the answer would outgrow the model's context "
+            "(256 tokens for the built-in models), the oldest turns are dropped, whole, until "
+            "they fit. Reads standard input when it is not a terminal."
+        ),
+        epilog=_models_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_flag(chat, "the model (default here: chat); one with prompt_template.json")
+    chat.add_argument(
+        "--max-new-tokens",
+        "-n",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="the longest answer, in tokens (default: %(default)s)",
+    )
+    chat.add_argument(
+        "--keep-turns", action="store_true", help="show the model the earlier turns too"
+    )
+    chat.add_argument(
+        "--trace", action="store_true", help="show every step of each answer, as generate does"
+    )
+    _add_sampling_flags(chat)
+    chat.set_defaults(run=_run_chat, parser=chat)
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    from .finetune import TEMPLATE, format_example, format_prompt, load_template
+    from .loading import load
+    from .sampling import Sampler
+    from .streaming import stream
+    from .tracing import iter_trace, response_line
+
+    name = "chat" if args.model is None else args.model
+    model, tokenizer = load(name)
+    template = load_template(name) or TEMPLATE
+    options: dict[str, Any] = {
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Sampler)},
+    }
+    interactive = sys.stdin.isatty()
+    if interactive:
+        import readline  # noqa: F401  (line editing and history for input())
+
+        _out(f"numpylm chat with {name}: ask a question; Ctrl-D leaves.\n")
+    turns: list[str] = []  # the earlier turns, as text, with --keep-turns
+    while True:
+        try:
+            question = input("> " if interactive else "")
+        except EOFError:
+            if interactive:
+                _out("\n")
+            return 0
+        if not question.strip():
+            continue
+        prompt = format_prompt(question, template)
+        if args.keep_turns:
+            prompt = _fit_turns(turns, prompt, tokenizer, model.config.n_ctx - args.max_new_tokens)
+        answer = ""
+        try:
+            if args.trace:
+                for row in iter_trace(model, tokenizer, prompt, **options):
+                    _out(row.line() + "\n")
+                    answer += row.step.text
+                _out(response_line(answer) + "\n")
+            else:
+                for step in stream(model, tokenizer, prompt, top_n=0, **options):
+                    _out(step.text)
+                    answer += step.text
+                _out("\n")
+        except KeyboardInterrupt:
+            _out(" [stopped]\n")
+        turns.append(format_example(question, answer.removeprefix(" "), template))
+
+
+def _fit_turns(turns: list[str], prompt: str, tokenizer: Any, budget: int) -> str:
+    """The earlier turns (oldest dropped first, whole) and then ``prompt``, in at most
+    ``budget`` tokens."""
+    kept = list(turns)
+    while kept and len(tokenizer.encode("\n\n".join([*kept, prompt]))) > budget:
+        kept.pop(0)
+    return "\n\n".join([*kept, prompt])
+
+
+EXIT_CODES = {
+    0: "done",
+    1: "an error: bad input, a file numpylm cannot use, training that diverged, or standard "
+    "output that cannot be written (a full disk: 'numpylm: write error: ...')",
+    2: "bad usage: an unknown flag or a value out of range (argparse's message)",
+    130: "stopped by Ctrl-C (a training run saves first and says how to resume)",
+    141: "standard output was closed by its reader (e.g. `| head`): numpylm stops quietly, as "
+    "a Unix tool ended by SIGPIPE does",
+}
+"""What ``numpylm``'s exit status means."""
+
+
+class _OutputError(Exception):
+    """Standard output could not be written; ``__cause__`` is the ``OSError``."""
+
+
+def _out(text: str) -> None:
+    """Write ``text`` to standard output at once (the answer appears as it is written)."""
+    try:
+        if sys.stdout is None:  # started with standard output closed (`>&-`)
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as e:
+        raise _OutputError from e
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):  # no stdout at all: nothing left to flush
+        sys.stdout = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (2 for bad usage, 1 for other errors)."""
+    """Run the command line and return its exit status (``EXIT_CODES`` says what each means).
+    Every error is one line on standard error, never a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    show = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return int(args.run(args))
+    except _OutputError as e:
+        _silence_stdout()
+        cause = e.__cause__
+        if isinstance(cause, BrokenPipeError):
+            return 141
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else cause
+        print(f"numpylm: write error: {reason}", file=sys.stderr)
+        return 1
     except (CheckpointError, FileNotFoundError, ValueError, TypeError) as e:
+        print(f"numpylm: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a file or folder numpylm could not read or write
         print(f"numpylm: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        warnings.showwarning = show
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+) -> None:
+    print(f"numpylm: warning: {message}", file=sys.stderr)
 
 
 # --- numpylm train / numpylm eval ------------------------------------------------------------
@@ -308,6 +502,7 @@ def _add_train_parser(commands: Any) -> None:
     )
     tr.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory")
     tr.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
+    _add_overwrite_flag(tr)
     flags: list[tuple[str, Callable[[str], Any], str, str]] = [
         ("--tokenizer", _tokenizer_spec, "SPEC", "gpt2, bpe:SIZE (learn SIZE tokens) or a DIR"),
         ("--n-layer", _positive_int, "N", "transformer blocks (overrides --config)"),
@@ -362,6 +557,16 @@ def _run_train(args: argparse.Namespace) -> int:
     return _run_training(args, TrainConfig, resume_config, train, summary)
 
 
+def _add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete everything in DIR (a run, or other files), then start a new run there; "
+        "without it, a DIR that is not empty and not a run of this kind is refused. Never "
+        "allowed where DIR is the model, tokenizer or data being read",
+    )
+
+
 def _run_training(
     args: argparse.Namespace,
     config_type: Any,
@@ -374,6 +579,8 @@ def _run_training(
     1 when training diverged, 130 when Ctrl-C stopped it (after saving)."""
     from .train import TrainingDiverged
 
+    if args.resume and args.overwrite:
+        args.parser.error("--overwrite starts a new run: it cannot go with --resume")
     names = {f.name for f in dataclasses.fields(config_type)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     try:
@@ -388,7 +595,7 @@ def _run_training(
     except ValueError as e:
         args.parser.error(str(e))
     try:
-        result = run(cfg, resume=args.resume)
+        result = run(cfg, resume=args.resume, overwrite=args.overwrite)
     except TrainingDiverged as e:
         print(f"numpylm: error: {e}", file=sys.stderr)
         return 1
@@ -402,7 +609,7 @@ def _run_training(
             file=sys.stderr,
         )
         return 130
-    print(summary(result, cfg))
+    _out(summary(result, cfg) + "\n")
     return 0
 
 
@@ -416,9 +623,7 @@ def _add_eval_parser(commands: Any) -> None:
             "tokenizers, e.g. with character-level models)."
         ),
     )
-    ev.add_argument(
-        "--model", "-m", metavar="NAME_OR_DIR", help="the model (default: the built-in one)"
-    )
+    _add_model_flag(ev, "the model")
     ev.add_argument("--data", required=True, metavar="FILE", help="a UTF-8 text file")
     ev.add_argument(
         "--split",
@@ -444,13 +649,13 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.split != "all":
         text = split_text(text)[0 if args.split == "train" else 1]
     r = evaluate(model, tokenizer, text, batch_size=args.batch_size, max_batches=args.max_batches)
-    print(
+    _out(
         f"{args.split} split of {args.data}: {int(r['tokens']):,} tokens, "
         f"{int(r['chars']):,} characters predicted (windows of {model.config.n_ctx} tokens)\n"
         f"loss                {r['loss']:.4f} nats per token\n"
         f"perplexity          {r['perplexity']:.3f}\n"
         f"nats per character  {r['nats_per_char']:.4f}\n"
-        f"bits per character  {r['bits_per_char']:.4f}"
+        f"bits per character  {r['bits_per_char']:.4f}\n"
     )
     return 0
 
@@ -473,12 +678,11 @@ def _add_finetune_parsers(commands: Any) -> None:
             "saves and stops; --resume continues exactly where the run stopped."
         ),
     )
-    ft.add_argument(
-        "--model", "-m", metavar="NAME_OR_DIR", help="the model to start from (built-in)"
-    )
+    _add_model_flag(ft, "the model to start from")
     ft.add_argument("--data", metavar="FILE", help="the JSONL examples (required unless --resume)")
     ft.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory")
     ft.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
+    _add_overwrite_flag(ft)
     flags: list[tuple[str, Callable[[str], Any], str, str]] = [
         ("--steps", _nonnegative_int, "N", "optimiser steps in total, 0 = from --epochs"),
         ("--epochs", _float_at_least(0.0, strict=True), "E", "passes over the examples"),
@@ -523,7 +727,7 @@ def _add_finetune_parsers(commands: Any) -> None:
             "end with <|endoftext|>."
         ),
     )
-    ev.add_argument("--model", "-m", metavar="NAME_OR_DIR", help="the model (built-in)")
+    _add_model_flag(ev, "the model")
     ev.add_argument("--data", required=True, metavar="FILE", help="the JSONL examples")
     ev.add_argument(
         "--max-new-tokens", "-n", type=_positive_int, default=24, metavar="N", help="(24)"
@@ -556,6 +760,6 @@ def _run_eval_sft(args: argparse.Namespace) -> int:
     shown = zip(examples[: args.show], score.answers, score.stopped, strict=False)
     for example, answer, stopped in shown:
         end = "<|endoftext|>" if stopped else "..."
-        print(f"{example.prompt!r} -> {answer + end!r} (expected {example.response!r})")
-    print(f"{args.data}: {score}")
+        _out(f"{example.prompt!r} -> {answer + end!r} (expected {example.response!r})\n")
+    _out(f"{args.data}: {score}\n")
     return 0

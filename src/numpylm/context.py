@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .checks import fits_in_memory
 from .padding import left_pad
 from .sampling import TokenHistory
 
@@ -49,6 +50,7 @@ class Context:
         history: bool = False,
         n_vocab: int | None = None,
     ) -> None:
+        check_memory(model, len(rows), use_cache, history)
         self.model = model
         self.rows = [list(r) for r in rows]
         self.use_cache = use_cache
@@ -79,3 +81,14 @@ class Context:
             row.append(int(i))
         if self.history is not None:
             self.history.add(ids)
+
+
+def check_memory(model: GPT, B: int, use_cache: bool = True, history: bool = False) -> None:
+    """Refuse B sequences that would not fit in the machine's free memory, before anything is
+    allocated (``checks.fits_in_memory``). The estimate is about the most they take while they
+    are continued: the KV cache (allocated for the whole context), the (B, V) scores with the
+    sampler's copies of them, and the penalties' (B, V) history."""
+    c, itemsize = model.config, np.dtype(getattr(model, "dtype", np.float32)).itemsize
+    cache = 2 * c.n_layer * c.n_ctx * c.n_embd * itemsize if use_cache else 0
+    scores = 4 * c.vocab_size * itemsize + (5 * c.vocab_size if history else 0)
+    fits_in_memory(B * (cache + scores), f"{B} sequences")

@@ -39,12 +39,14 @@ class TextData:
         val: (N_val,) token ids of the rest, the validation text.
         sha256: hex digest of the text's UTF-8 bytes, to tell later whether it changed.
         n_chars: number of characters of the whole text.
+        files: the two cache files the ids are read from (``.train.npy``, ``.val.npy``).
     """
 
     train: np.ndarray
     val: np.ndarray
     sha256: str
     n_chars: int
+    files: tuple[Path, Path]
 
 
 def read_text(path: str | os.PathLike[str]) -> str:
@@ -70,6 +72,11 @@ def split_text(text: str, val_fraction: float = VAL_FRACTION) -> tuple[str, str]
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     n_train = int(len(text) * (1.0 - val_fraction))
     return text[:n_train], text[n_train:]
+
+
+TOKENIZER_RECORD = "numpylm_tokenizer_sha256"
+"""The ``config.json`` key that records the fingerprint of the tokenizer a model was trained
+with (``tokenizer_fingerprint``); Hugging Face's readers ignore it."""
 
 
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
@@ -133,11 +140,9 @@ def load_text_data(
     ).hexdigest()[:16]
     stem = Path(path).stem or "text"
     parts = split_text(text, val_fraction)
-    train, val = (
-        encode_cached(part, tokenizer, Path(cache_dir) / f"{stem}.{key}.{name}.npy")
-        for part, name in zip(parts, ("train", "val"), strict=True)
-    )
-    return TextData(train=train, val=val, sha256=sha, n_chars=len(text))
+    files = tuple(Path(cache_dir) / f"{stem}.{key}.{name}.npy" for name in ("train", "val"))
+    train, val = (encode_cached(part, tokenizer, f) for part, f in zip(parts, files, strict=True))
+    return TextData(train, val, sha, len(text), (files[0], files[1]))
 
 
 def get_batch(

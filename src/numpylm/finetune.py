@@ -44,12 +44,13 @@ import numpy as np
 from . import checkpoint, checks
 from .batching import generate_batch
 from .checkpoint import CheckpointError
-from .loading import load
+from .loading import load, model_dir
 from .model import GPT, param_shapes
 from .optim import AdamW
 from .runs import (
     STREAM_ORDER,
     STREAM_SPLIT,
+    Checkpoint,
     open_run,
     save_checkpoint,
     saved_args,
@@ -144,7 +145,7 @@ def encode_example(
 def load_template(name_or_path: str | os.PathLike[str]) -> str | None:
     """The template recorded in a fine-tuned model's directory, or None (not a local
     directory, or not fine-tuned with numpylm)."""
-    path = Path(name_or_path) / TEMPLATE_FILE
+    path = Path(model_dir(name_or_path)) / TEMPLATE_FILE
     if not path.is_file():
         return None
     template = checkpoint.read_json(path).get("template")
@@ -380,22 +381,45 @@ class FinetuneConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
 
 
-def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+def finetune(
+    cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True, overwrite: bool = False
+) -> TrainResult:
     """Fine-tune ``cfg.model`` on the prompt/response pairs in ``cfg.data``, checkpointing to
     ``cfg.out`` (the loop is ``train.run_steps``; checkpoints, Ctrl-C and resume are ``runs``').
 
-    With ``resume``, continue the run saved in ``cfg.out`` exactly where it stopped.
+    With ``resume``, continue the run saved in ``cfg.out`` exactly where it stopped. A new run
+    never overwrites anything in ``cfg.out``, nor writes into the model it reads, unless
+    ``overwrite``, which first deletes everything in ``cfg.out`` (``runs.open_run``).
 
     Raises:
         DataError: a bad data file (see ``read_jsonl``), or no example fits the context.
-        TrainingDiverged: the loss or gradient norm became NaN or infinite.
-        CheckpointError: ``resume`` without a usable checkpoint, or a fresh run into a
-            directory that already holds one.
+        TrainingDiverged: the loss, the gradient or the weights became NaN or infinite.
+        CheckpointError: ``resume`` without a usable checkpoint, a fresh run into a directory
+            that holds a run or other files, or a directory another run is writing.
     """
     out = Path(cfg.out)
     examples = read_jsonl(cfg.data)
     sha = sha256_file(Path(cfg.data))
-    run = open_run(out, "finetune", resume=resume, data_sha256=sha, data=cfg.data, dtype=cfg.dtype)
+    base = model_dir(cfg.model)
+    with open_run(
+        out,
+        "finetune",
+        resume=resume,
+        data_sha256=sha,
+        data=cfg.data,
+        dtype=cfg.dtype,
+        overwrite=overwrite,
+        reads=[cfg.data, None if resume else base],
+    ) as run:
+        return _finetune(cfg, run, examples, sha, progress)
+
+
+def _finetune(
+    cfg: FinetuneConfig, run: Checkpoint | None, examples: list[Example], sha: str, progress: bool
+) -> TrainResult:
+    """``finetune``, once the run directory is open (and locked): ``run`` is the checkpoint to
+    resume, or None for a new run."""
+    out = Path(cfg.out)
     if run is not None:
         model, tokenizer = run.model, run.tokenizer
     else:

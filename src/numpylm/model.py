@@ -220,19 +220,21 @@ class GPT:
         """
         p, be, c = self.params, get_backend(backend or self.backend), self.config
         ids2d = checks.token_ids(ids, c.vocab_size)
-        (B, T), start = ids2d.shape, 0 if cache is None else cache.length
-        checks.cache_room(B, T, start, cache.batch_size if cache else None, c.n_ctx)
+        B, T = ids2d.shape
+        kv_shape = (c.n_layer, B, c.n_head, c.n_ctx, c.head_size)  # of a cache for this batch
+        start = checks.cache_room(cache, T, kv_shape, self.dtype)
         mask = None if attention_mask is None else checks.attention_mask(attention_mask, B, T)
         # pos: (T,) or (B, T); allowed: which keys each new token may see, (T, L) or None
         pos, allowed, pad = positions_and_mask(T, start, mask, cache.padding if cache else None)
 
-        x = embedding(p["wte.weight"], p["wpe.weight"], ids2d, pos)  # (B, T, C)
-        for i in range(c.n_layer):
-            x = self.block(i, x, cache, allowed, be)  # (B, T, C)
-        if last_only:
-            x = x[:, -1:]  # (B, 1, C)
-        x = be.layer_norm(x, p["ln_f.weight"], p["ln_f.bias"])
-        logits = be.linear(x, p["wte.weight"].T)  # (B, T, V): the LM head is wte, tied
+        with be.session(B * T):  # whatever the backend needs around a pass (threads: BLAS)
+            x = embedding(p["wte.weight"], p["wpe.weight"], ids2d, pos)  # (B, T, C)
+            for i in range(c.n_layer):
+                x = self.block(i, x, cache, allowed, be)  # (B, T, C)
+            if last_only:
+                x = x[:, -1:]  # (B, 1, C)
+            x = be.layer_norm(x, p["ln_f.weight"], p["ln_f.bias"])
+            logits = be.linear(x, p["wte.weight"].T)  # (B, T, V): the LM head is wte, tied
         if cache is not None:
             cache.length, cache.padding = start + T, pad
         return logits[0] if np.ndim(ids) == 1 else logits

@@ -43,7 +43,7 @@ import os
 import shutil
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +53,7 @@ import numpy as np
 
 from . import checkpoint
 from .checkpoint import CheckpointError
+from .data import TOKENIZER_RECORD, tokenizer_fingerprint
 from .model import GPT, param_shapes
 from .optim import AdamW
 from .tokenizer import Tokenizer
@@ -62,6 +63,12 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 INCOMING = ".incoming"
 COMMIT = ".commit"
 STATE_FORMAT = "numpylm-trainer-state-1"
+RUN_MARKER = ".numpylm-run"
+"""Written into ``--out`` when a run starts, before anything else: ``{"kind": ..., "format":
+...}``. A directory is a run when it holds ``trainer_state.json`` (a checkpoint) or this
+marker (a run stopped before its first checkpoint, which may be started again)."""
+LOCK_FILE = ".lock"
+"""The file a running run holds an ``flock`` on (it names the process)."""
 
 # Each kind of randomness of a run draws from its own stream, np.random.default_rng([seed, TAG,
 # ...]), so that changing one (say, turning dropout on) leaves the others as they were.
@@ -105,30 +112,56 @@ class Checkpoint:
         return float(self.state.get("elapsed", 0.0))
 
 
+@contextmanager
 def open_run(
-    out: Path, kind: str, *, resume: bool, data_sha256: str, data: str, dtype: str
-) -> Checkpoint | None:
+    out: Path,
+    kind: str,
+    *,
+    resume: bool,
+    data_sha256: str,
+    data: str,
+    dtype: str,
+    overwrite: bool = False,
+    reads: Sequence[str | os.PathLike[str] | None] = (),
+) -> Iterator[Checkpoint | None]:
     """Open ``out`` for a run of ``kind`` (``"train"`` or ``"finetune"``) on the data file
-    ``data`` (whose sha256 is ``data_sha256``).
+    ``data`` (whose sha256 is ``data_sha256``), and hold it: the directory is locked until the
+    ``with`` block ends, so a second run cannot write into it meanwhile (readers, such as
+    ``numpylm generate --model DIR``, are never blocked). The lock is an ``flock``: the
+    operating system releases it when the process ends, however it ends.
 
-    With ``resume``: the saved run, checked file by file, that must be of the same kind, data
-    and dtype (a run resumed on other data would not be the same run). Without: None, after
-    refusing a directory that already holds a run.
+    With ``resume``: yields the saved run, checked file by file, which must be of the same
+    kind, data and dtype (a run resumed on other data would not be the same run).
+
+    Without: yields None, after making sure that nothing of the user's is overwritten. ``out``
+    may be absent, empty, or a run of the same kind that was stopped before its first
+    checkpoint (see ``RUN_MARKER``); anything else is refused, unless ``overwrite``, which first
+    deletes everything in ``out``. ``reads`` are the paths the run reads (the base model, a
+    tokenizer directory, the data file): ``out`` may never be one of them, nor hold one.
 
     Raises:
-        CheckpointError: nothing to resume, a damaged checkpoint, or a run already there.
+        CheckpointError: nothing to resume, a damaged checkpoint, a directory that is in use,
+            holds a run already, or holds files that are not a run.
         ValueError: the data or the dtype differ from the saved run's.
     """
-    what = KINDS[kind][1]
+    _refuse_reading_and_writing(out, reads)
     if not resume:
-        recover(out)
-        if (out / TRAINER_STATE).is_file():
-            step = checkpoint.read_json(out / TRAINER_STATE).get("step")
-            raise CheckpointError(
-                f"{out} already holds a training run (step {step}): pass --resume to continue "
-                "it, or choose another --out"
-            )
-        return None
+        _check_fresh(out, kind, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    with _locked(out, kind):
+        if not resume:
+            if overwrite:
+                _empty(out)
+            recover(out)
+            checkpoint.write_json(out / RUN_MARKER, {"kind": kind, "format": STATE_FORMAT})
+            yield None
+            return
+        yield _resumable(out, kind, data_sha256=data_sha256, data=data, dtype=dtype)
+
+
+def _resumable(out: Path, kind: str, *, data_sha256: str, data: str, dtype: str) -> Checkpoint:
+    """The saved run in ``out``, if it can be resumed as a run of ``kind`` on this data."""
+    what = KINDS[kind][1]
     saved_args(out, kind)  # refuses another kind of run before anything is loaded
     run = load_checkpoint(out)
     if run.state.get("data_sha256") != data_sha256:
@@ -140,6 +173,96 @@ def open_run(
     if run.state["dtype"] != dtype:
         raise ValueError(f"the run was trained in {run.state['dtype']}; cannot resume in {dtype}")
     return run
+
+
+def _check_fresh(out: Path, kind: str, overwrite: bool) -> None:
+    """Refuse to start a new run in ``out`` where it would overwrite something (see
+    ``open_run``); nothing is changed here."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise CheckpointError(f"--out {out} is a file, not a directory: choose another --out")
+    if overwrite:
+        return
+    if (out / TRAINER_STATE).is_file() or (out / COMMIT).is_dir():
+        state = out / TRAINER_STATE
+        step = checkpoint.read_json(state).get("step") if state.is_file() else "?"
+        raise CheckpointError(
+            f"{out} already holds a training run (step {step}): pass --resume to continue it, "
+            "choose another --out, or pass --overwrite to delete it and start again"
+        )
+    marker = out / RUN_MARKER
+    if marker.is_file():  # a run stopped before its first checkpoint
+        started = checkpoint.read_json(marker).get("kind")
+        if started == kind:
+            return
+        raise CheckpointError(
+            f"{out} holds a {KINDS.get(str(started), ('run of another kind',))[0]} that was "
+            "stopped before its first checkpoint: choose another --out, or pass --overwrite"
+        )
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+    if others:
+        listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise CheckpointError(
+            f"{out} is not empty ({listed}) and is not a numpylm run: nothing in it is "
+            "overwritten. Choose another --out (a new or empty directory), or pass --overwrite "
+            "to delete everything in it first"
+        )
+
+
+def _refuse_reading_and_writing(out: Path, reads: Sequence[str | os.PathLike[str] | None]) -> None:
+    """Refuse an ``out`` that is, or holds, a path the run reads."""
+    target = out.resolve()
+    for read in reads:
+        if read is None or not os.path.exists(read):
+            continue  # a Hub id, or nothing: not a local path
+        source = Path(read).resolve()
+        if source == target or target in source.parents:
+            raise CheckpointError(
+                f"--out {out} is where the run reads {read} from: writing there would destroy "
+                "what is being read. Choose another --out"
+            )
+
+
+def _empty(out: Path) -> None:
+    """Delete everything in ``out`` but the lock (what ``--overwrite`` means)."""
+    for path in out.iterdir():
+        if path.name == LOCK_FILE:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+@contextmanager
+def _locked(out: Path, kind: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``out/.lock`` (no-op where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; runs are not locked there
+        yield
+        return
+    with open(out / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise CheckpointError(
+                f"{out} is in use: {holder} is writing a run there. Wait for it to finish, or "
+                "choose another --out"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"numpylm {kind} (pid {os.getpid()})\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def saved_args(out: str | os.PathLike[str], kind: str) -> dict[str, Any]:
@@ -176,7 +299,7 @@ def save_checkpoint(
     recover(out)
     incoming = out / INCOMING
     incoming.mkdir(parents=True)
-    model.save_pretrained(incoming)
+    record_tokenizer(model.save_pretrained(incoming), tokenizer)
     tokenizer.save_pretrained(incoming)
     checkpoint.write_safetensors(incoming / OPTIMIZER_FILE, optimizer.state_dict())
     digests = {p.name: sha256_file(p) for p in sorted(incoming.iterdir())}
@@ -186,6 +309,15 @@ def save_checkpoint(
     os.replace(incoming, out / COMMIT)  # the commit point
     _fsync_dir(out)
     _install(out)
+
+
+def record_tokenizer(model_dir: Path, tokenizer: Tokenizer) -> None:
+    """Note in ``model_dir``'s ``config.json`` (as ``TOKENIZER_RECORD``) which tokenizer the
+    model was trained with, so that ``numpylm.load`` can tell when the tokenizer files beside
+    it are another's."""
+    path = model_dir / checkpoint.CONFIG_FILE
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    checkpoint.write_json(path, checkpoint.read_json(path) | {TOKENIZER_RECORD: fingerprint})
 
 
 def _install(out: Path) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .batching import Sampled, non_empty, sample_steps, split_options
 from .checks import whole_number
+from .context import check_memory
 from .model import GPT
 from .sampling import log_softmax
 from .tokenizer import Tokenizer
@@ -98,6 +99,7 @@ def stream(
     stops, top_n = check_stop(stop), whole_number("top_n", top_n)
     texts = [prompt] if isinstance(prompt, str) else non_empty(prompt)
     n = whole_number("num_samples", num_samples, 1)
+    check_memory(model, len(texts) * n, use_cache, sampler.uses_history)
     rows = [tokenizer.encode(t) or [tokenizer.eot_id] for t in texts for _ in range(n)]
     out = [TextStream(stops) for _ in rows]
     done = np.zeros(len(rows), dtype=bool)
@@ -183,8 +185,11 @@ def complete_batch(
 ) -> list[str]:
     """Continue several prompts (or one, ``num_samples`` times) as one batch; the new texts,
     ordered prompt by prompt."""
-    n_prompts = 1 if isinstance(prompts, str) else len(prompts)
-    texts = [""] * (n_prompts * whole_number("num_samples", num_samples, 1))
+    B = (1 if isinstance(prompts, str) else len(prompts)) * whole_number(
+        "num_samples", num_samples, 1
+    )
+    check_memory(model, B, bool(options.get("use_cache", True)))
+    texts = [""] * B
     for s in stream(
         model,
         tokenizer,
@@ -256,10 +261,18 @@ def top_ids(values: np.ndarray, n: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=-1)
 
 
-def check_stop(stop: str | Sequence[str] | None) -> list[str]:
+def check_stop(stop: object) -> list[str]:
     """Stop strings as a list: one string, several, or None (no stop)."""
-    stops = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
-    for s in stops:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return check_stop([stop])
+    if isinstance(stop, (bytes, bytearray)) or not isinstance(stop, Sequence):
+        raise TypeError(
+            f"stop must be a string or a list of strings, got {type(stop).__name__} {stop!r}"
+            + ("; decode bytes to text first" if isinstance(stop, (bytes, bytearray)) else "")
+        )
+    for s in stop:
         if not isinstance(s, str) or not s:
-            raise ValueError(f"stop must be non-empty strings, got {s!r}")
-    return stops
+            raise ValueError(f"stop must be non-empty strings, got {type(s).__name__} {s!r}")
+    return list(stop)

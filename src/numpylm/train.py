@@ -57,6 +57,7 @@ from .runs import (
     STREAM_BATCHES,
     STREAM_DROPOUT,
     TRAINER_STATE,
+    Checkpoint,
     deferred_sigint,
     last_saved,
     load_checkpoint,
@@ -64,6 +65,7 @@ from .runs import (
     recover,
     save_checkpoint,
     saved_args,
+    sha256_file,
     sha256_text,
 )
 from .tokenizer import Tokenizer
@@ -242,14 +244,7 @@ def make_tokenizer(spec: str, train_text: str) -> Tokenizer:
     the validation text stays unseen."""
     kind, size = parse_tokenizer_spec(spec)
     if kind == "gpt2":
-        try:
-            return Tokenizer.gpt2()
-        except OSError as e:  # requests' network errors are OSErrors too
-            raise CheckpointError(
-                f"could not get GPT-2's tokenizer ({type(e).__name__}): tiktoken downloads it "
-                "once and caches it in TIKTOKEN_CACHE_DIR. Connect once, or train a vocabulary "
-                "offline with --tokenizer bpe:1024"
-            ) from e
+        return Tokenizer.gpt2()
     if kind == "dir":
         return Tokenizer.from_pretrained(spec)
     from .bpe import train_bpe
@@ -341,24 +336,46 @@ def resume_config(out: str | os.PathLike[str], **changes: Any) -> TrainConfig:
 # Training
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    cfg: TrainConfig, *, resume: bool = False, progress: bool = True, overwrite: bool = False
+) -> TrainResult:
     """Train a model as ``cfg`` says, checkpointing to ``cfg.out``; see the module docstring.
 
     With ``resume``, continue the run saved in ``cfg.out`` exactly where it stopped (the model
     shape and tokenizer come from the checkpoint; ``cfg.steps`` may be larger than before).
     Ctrl-C finishes the current step, saves, and returns with ``interrupted=True``; a second
-    Ctrl-C stops at once without saving.
+    Ctrl-C stops at once without saving. A new run never overwrites anything in ``cfg.out``
+    unless ``overwrite``, which first deletes everything in it (``runs.open_run``).
 
     Raises:
-        TrainingDiverged: the loss or gradient norm became NaN or infinite. The last
-            checkpoint saved before it is kept.
-        CheckpointError: ``resume`` without a usable checkpoint, or a fresh run into a
-            directory that already holds one.
+        TrainingDiverged: the loss, the gradient or the weights became NaN or infinite. The
+            last checkpoint saved before it is kept (it holds finite weights).
+        CheckpointError: ``resume`` without a usable checkpoint, a fresh run into a directory
+            that holds a run or other files, or a directory another run is writing.
     """
     out = Path(cfg.out)
     text = read_text(cfg.data)
     sha = sha256_text(text)
-    run = open_run(out, "train", resume=resume, data_sha256=sha, data=cfg.data, dtype=cfg.dtype)
+    tokenizer_dir = cfg.tokenizer if parse_tokenizer_spec(cfg.tokenizer)[0] == "dir" else None
+    with open_run(
+        out,
+        "train",
+        resume=resume,
+        data_sha256=sha,
+        data=cfg.data,
+        dtype=cfg.dtype,
+        overwrite=overwrite,
+        reads=[cfg.data, tokenizer_dir],
+    ) as run:
+        return _train(cfg, run, text, sha, progress)
+
+
+def _train(
+    cfg: TrainConfig, run: Checkpoint | None, text: str, sha: str, progress: bool
+) -> TrainResult:
+    """``train``, once the run directory is open (and locked): ``run`` is the checkpoint to
+    resume, or None for a new run."""
+    out = Path(cfg.out)
     if run is not None:
         model, tokenizer = run.model, run.tokenizer
         expected = cfg.model_config(model.config.vocab_size)
@@ -373,6 +390,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     step, losses, history = (run.step, run.losses, run.history) if run else (0, [], [])
 
     data = load_text_data(cfg.data, tokenizer, out / CACHE_DIR, text=text)
+    cache = {p.name: sha256_file(p) for p in data.files}  # the token ids trained on
+    if run is not None and run.state.get("data_cache", cache) != cache:
+        raise CheckpointError(
+            f"the token ids in {out / CACHE_DIR} are not the ones this run was trained on (their "
+            f"sha256 differs from the one in {TRAINER_STATE}): delete {out / CACHE_DIR} to "
+            "tokenise the text again, then resume"
+        )
     T = model.config.n_ctx
     for name, ids in (("training", data.train), ("validation", data.val)):
         if len(ids) <= T:
@@ -406,6 +430,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 "rng": rng.bit_generator.state,
                 "args": {**dataclasses.asdict(cfg), "data": str(Path(cfg.data).resolve())},
                 "data_sha256": sha,
+                "data_cache": cache,
                 "dtype": str(model.dtype),
                 "elapsed": elapsed + (time.perf_counter() - started),
                 "history": history,
@@ -561,6 +586,14 @@ def run_steps(
                 history.append({"step": step, "train_loss": train_loss, "val_loss": val, "lr": lr})
                 log(f"step {step}: train loss {train_loss:.4f}, val loss {val:.4f}")
             if step % save_every == 0 or step == cfg.steps or interrupted():
+                # The loss and gradient were finite, but the update can still overflow: a
+                # checkpoint never holds weights that are not finite.
+                if not all(np.isfinite(p).all() for p in optimizer.params.values()):
+                    raise TrainingDiverged(
+                        f"training diverged at step {step}: its update made the weights "
+                        f"infinite or NaN (lr {lr:.3g}). Stopped without saving; "
+                        f"{last_saved(out)}. Try a lower --lr, a longer --warmup or --grad-clip 1"
+                    )
                 save(step)
             bar.set_postfix_str(f"loss {loss:.4f}, {x.size / seconds:,.0f} tok/s", refresh=False)
             bar.update()
