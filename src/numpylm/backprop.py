@@ -165,6 +165,20 @@ def block_forward(
     return x_mid + out, record
 
 
+def recorded(
+    params: Params, n_head: int, ids: np.ndarray, what: str, one: bool = False
+) -> list[np.ndarray]:
+    """What the forward pass over (B, T) ``ids`` computed, layer by layer, read back from its
+    record: ``"att"``, every block's (B, H, T, T) attention probabilities; ``"x"``, the residual
+    stream: every block's (B, T, C) input and then the last block's output (n_layer + 1
+    arrays). ``one``: the ids were one sequence, so drop the batch axis."""
+    record = forward(params, n_head, ids)[1]
+    arrays = [getattr(block, what) for block in record.blocks]
+    if what == "x":
+        arrays.append(record.ln_f_in)
+    return [a[0] for a in arrays] if one else arrays
+
+
 def backward(
     params: Params,
     n_head: int,

@@ -66,6 +66,17 @@ def positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def model_shape(owner: str, fields: dict[str, Any]) -> None:
+    """A model's shape (``vocab_size``, ``n_ctx``, ``n_layer``, ``n_head``, ``n_embd``):
+    positive integers, and ``n_head`` divides ``n_embd``; messages name ``owner``."""
+    for name, value in fields.items():
+        positive_int(f"{owner}.{name}", value)
+    if fields["n_embd"] % fields["n_head"]:
+        raise ValueError(
+            f"{owner}.n_embd ({fields['n_embd']}) must be divisible by n_head ({fields['n_head']})"
+        )
+
+
 def dropout_rate(value: object, name: str = "rate") -> float:
     """``value`` as a Python float, if it is a dropout rate: a number in ``[0, 1)``.
 

@@ -52,12 +52,7 @@ class GPTConfig:
     n_embd: int = 768
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            checks.positive_int(f"GPTConfig.{f.name}", getattr(self, f.name))
-        if self.n_embd % self.n_head:
-            raise ValueError(
-                f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
-            )
+        checks.model_shape("GPTConfig", dataclasses.asdict(self))
 
     @property
     def head_size(self) -> int:
@@ -119,10 +114,6 @@ class KVCache:
     length: int = 0
     padding: Padding | None = None
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.k.shape[1])
-
     def reset(self) -> None:
         """Forget every stored token (the arrays are kept for reuse)."""
         self.length, self.padding = 0, None
@@ -158,11 +149,9 @@ class GPT:
         self.params: dict[str, np.ndarray] = params
 
     def __repr__(self) -> str:
-        c = self.config
-        return (
-            f"GPT(n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, n_ctx={c.n_ctx}, "
-            f"vocab_size={c.vocab_size}, params={self.num_params():,}, dtype={self.dtype})"
-        )
+        c, n = self.config, self.num_params()
+        shape = f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, n_ctx={c.n_ctx}"
+        return f"GPT({shape}, vocab_size={c.vocab_size}, params={n:,}, dtype={self.dtype})"
 
     def num_params(self) -> int:
         """Number of parameters (the tied LM head is counted once)."""
@@ -269,8 +258,14 @@ class GPT:
         ``ids`` ((H, T, T) for 1-D ids): ``[b, h, t, s]`` is how much head ``h`` of token ``t``
         attends to token ``s`` (rows sum to 1, 0 above the diagonal), from ``backprop.forward``."""
         ids2d = checks.token_window(ids, self.config.vocab_size, self.config.n_ctx)
-        maps = [b.att for b in backprop.forward(self.params, self.config.n_head, ids2d)[1].blocks]
-        return [m[0] for m in maps] if np.ndim(ids) == 1 else maps
+        return backprop.recorded(self.params, self.config.n_head, ids2d, "att", np.ndim(ids) == 1)
+
+    def hidden_states(self, ids: checks.TokenIds) -> list[np.ndarray]:
+        """The residual stream: the (B, T, C) embeddings, then each block's output, n_layer + 1
+        arrays ((T, C) each for 1-D ids), before ``ln_f``: ``[i][b, t]`` is what token ``t``
+        means after ``i`` blocks of reading its context, from ``backprop.forward``."""
+        ids2d = checks.token_window(ids, self.config.vocab_size, self.config.n_ctx)
+        return backprop.recorded(self.params, self.config.n_head, ids2d, "x", np.ndim(ids) == 1)
 
     def loss(self, ids: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None) -> float:
         """The mean next-token cross-entropy, forward only (for evaluation); the arguments are
