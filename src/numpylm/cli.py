@@ -351,12 +351,13 @@ def _run_chat(args: argparse.Namespace) -> int:
                 _out(response_line(answer) + "\n")
             else:
                 for step in stream(model, tokenizer, prompt, top_n=0, **options):
-                    _out(step.text)
-                    answer += step.text
+                    text = step.text if answer else step.text.lstrip()  # the template's space
+                    _out(text)
+                    answer += text
                 _out("\n")
         except KeyboardInterrupt:
             _out(" [stopped]\n")
-        turns.append(format_example(question, answer.removeprefix(" "), template))
+        turns.append(format_example(question, answer.strip(), template))
 
 
 def _fit_turns(turns: list[str], prompt: str, tokenizer: Any, budget: int) -> str:
