@@ -8,7 +8,13 @@ it while training goes on:
 - ``vocab.json``, ``merges.txt``, ``tokenizer_config.json``: the tokenizer,
 - ``optimizer.safetensors``: AdamW's moments and step count,
 - ``trainer_state.json``: the kind of run, the step, the training arguments, the loss of every
-  step and the evaluations, the random generators' state, and the sha256 of each file above.
+  step and the evaluations, the random generators' state, and the sha256 of each file above,
+- ``.numpylm-run``: written first, so a run stopped before its first checkpoint is still known
+  for one (``RUN_MARKER``), and ``.lock``: held with ``flock`` while a process writes the run.
+
+A new run never overwrites what is there: ``open_run`` refuses a directory that is not new,
+empty or a run of the same kind, and one the run reads from, unless ``overwrite`` (which first
+deletes everything in it).
 
 How a checkpoint is saved, so that a crash at any moment leaves a good one
 --------------------------------------------------------------------------
