@@ -223,10 +223,19 @@ def _add_output_flags(gen: argparse.ArgumentParser) -> None:
     )
 
 
+def _sampling(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling flags as generation options: the seed and every field of ``Sampler``."""
+    from .sampling import Sampler
+
+    return {
+        "seed": args.seed,
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Sampler)},
+    }
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     from .finetune import format_prompt, load_template
     from .loading import load
-    from .sampling import Sampler
     from .streaming import complete_batch, stream
     from .tracing import iter_trace, response_line
 
@@ -237,12 +246,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     template = load_template(args.model) if args.model else None
     if template is not None:  # a fine-tuned model: ask in the format it was taught
         prompt = format_prompt(prompt, template)
-    options: dict[str, Any] = {
-        "max_new_tokens": args.max_new_tokens,
-        "stop": args.stop,
-        "seed": args.seed,
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Sampler)},
-    }
+    options = {"max_new_tokens": args.max_new_tokens, "stop": args.stop, **_sampling(args)}
     pieces: list[str] = []  # with --no-stream, everything is printed at the end
 
     def write(text: str) -> None:
@@ -312,18 +316,13 @@ def _add_chat_parser(commands: Any) -> None:
 def _run_chat(args: argparse.Namespace) -> int:
     from .finetune import TEMPLATE, format_example, format_prompt, load_template
     from .loading import load
-    from .sampling import Sampler
     from .streaming import stream
     from .tracing import iter_trace, response_line
 
     name = "chat" if args.model is None else args.model
     model, tokenizer = load(name)
     template = load_template(name) or TEMPLATE
-    options: dict[str, Any] = {
-        "max_new_tokens": args.max_new_tokens,
-        "seed": args.seed,
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(Sampler)},
-    }
+    options = {"max_new_tokens": args.max_new_tokens, **_sampling(args)}
     interactive = sys.stdin.isatty()
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())
