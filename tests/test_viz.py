@@ -107,19 +107,71 @@ def test_attention_maps_too_long(model: GPT) -> None:
 
 def test_plot_attention_png(model: GPT, tokenizer: Tokenizer, tmp_path: Path) -> None:
     text = "money in the bank"
-    n = len(tokenizer.encode(text))
+    ids = tokenizer.encode(text)
+    n = len(ids)
     fig = viz.plot_attention(model, tokenizer, text, layer=1, save=tmp_path / "mean.png")
     pixels = read_png(tmp_path / "mean.png")
     width, height = fig.get_size_inches() * 100
     assert pixels.shape[:2] == (round(height), round(width))
     # The picture is the mean over heads of the model's map, with the tokens as tick labels.
-    image = fig.axes[0].images[0].get_array()
-    np.testing.assert_allclose(image, model.attention_maps(tokenizer.encode(text))[1].mean(0))
-    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    ax = fig.axes[0]
+    image = ax.images[0]
+    data = np.asarray(image.get_array().filled(np.nan))  # a masked array: NaN cells masked
+    expected = model.attention_maps(ids)[1].mean(0)  # (T, T)
+    below = np.tril(np.ones((n, n), dtype=bool))
+    np.testing.assert_allclose(data[below], expected[below], rtol=1e-6)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
     assert len(labels) == n and labels[-1] == "␣bank"
     # One head is a different picture.
     viz.plot_attention(model, tokenizer, text, layer=1, head=2, save=tmp_path / "head.png")
     assert not np.array_equal(read_png(tmp_path / "head.png"), pixels)
+
+
+def test_plot_attention_masked_cells_look_masked(model: GPT, tokenizer: Tokenizer) -> None:
+    """The future is not zero attention: its cells are NaN, drawn transparent over a hatched
+    background, so no colour of the scale (zero included) stands for them."""
+    text = "money in the bank"
+    n = len(tokenizer.encode(text))
+    fig = viz.plot_attention(model, tokenizer, text, layer=0)
+    ax = fig.axes[0]
+    image = ax.images[0]
+    data = np.asarray(image.get_array().filled(np.nan))
+    future = np.triu(np.ones((n, n), dtype=bool), k=1)
+    assert np.isnan(data[future]).all() and not np.isnan(data[~future]).any()
+    assert image.get_cmap().get_bad()[3] == 0  # the colour of NaN: fully transparent
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 1 and hatched[0].zorder < image.zorder  # seen only through NaN
+
+
+def test_plot_attention_colour_scale_skips_row_0(model: GPT, tokenizer: Tokenizer) -> None:
+    """Row 0 is always one cell of 1.0 (the first token reads only itself); the scale is set
+    by the other rows, so the rest of the map keeps its contrast, and the bar says it clips."""
+    text = "money in the bank"
+    maps = model.attention_maps(tokenizer.encode(text))[1]  # (H, T, T)
+    fig = viz.plot_attention(model, tokenizer, text, layer=1, head=3)
+    norm = fig.axes[0].images[0].norm
+    assert norm.vmin == 0.0
+    np.testing.assert_allclose(norm.vmax, maps[3, 1:].max(), rtol=1e-6)
+    assert maps[3, 0, 0] == pytest.approx(1.0) and norm.vmax < 1.0
+    colorbar = fig.axes[-1]
+    assert colorbar.get_ylabel() == "probability"
+    assert fig.axes[0].images[0].colorbar.extend == "max"
+
+
+def test_plot_attention_every_head(model: GPT, tokenizer: Tokenizer, tmp_path: Path) -> None:
+    text = "the bank of the river"
+    maps = model.attention_maps(tokenizer.encode(text))[1]  # (H, T, T)
+    fig = viz.plot_attention(model, tokenizer, text, layer=1, head="all", save=tmp_path / "a.png")
+    read_png(tmp_path / "a.png")
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == [f"head {h}" for h in range(4)]
+    below = np.tril(np.ones(maps.shape[1:], dtype=bool))
+    for h, ax in enumerate(panels):
+        data = np.asarray(ax.images[0].get_array().filled(np.nan))
+        np.testing.assert_allclose(data[below], maps[h][below], rtol=1e-6)
+    # One colour scale for all the panels, set by rows 1 to T - 1 of every head.
+    vmax = [ax.images[0].norm.vmax for ax in panels]
+    np.testing.assert_allclose(vmax, [maps[:, 1:].max()] * 4, rtol=1e-6)
 
 
 def test_plot_next_token_png(model: GPT, tokenizer: Tokenizer, tmp_path: Path) -> None:
@@ -205,6 +257,8 @@ def test_bad_arguments(model: GPT, tokenizer: Tokenizer, tmp_path: Path) -> None
         viz.plot_attention(model, tokenizer, "bank", layer=2)
     with pytest.raises(ValueError, match="head must be in 0 to 3"):
         viz.plot_attention(model, tokenizer, "bank", head=-1)
+    with pytest.raises(ValueError, match='head must be an int, None \\(the mean\\) or "all"'):
+        viz.plot_attention(model, tokenizer, "bank", head="mean")
     with pytest.raises(TypeError, match="layer must be an int"):
         viz.plot_attention(model, tokenizer, "bank", layer=1.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="text is empty"):

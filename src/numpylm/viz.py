@@ -1,8 +1,8 @@
 """Pictures of what the model does: where it looks, what it would say next, how it learned.
 
-- ``plot_attention``: the attention map of one layer (one head, or the mean of all heads), the
-  tokens of the text on both axes. A row is one token; its colours show which earlier tokens
-  it reads from.
+- ``plot_attention``: the attention map of one layer (one head, the mean of all heads, or every
+  head side by side), the tokens of the text on both axes. A row is one token; its colours show
+  which earlier tokens it reads from, and the future, hidden by the causal mask, is hatched.
 - ``plot_next_token``: the most likely next tokens after a prompt as bars, and beside them the
   same tokens after temperature, top-k and top-p have reshaped the distribution.
 - ``plot_loss``: the training and validation loss of a run directory, step by step.
@@ -16,6 +16,7 @@ display, and a notebook shows them as images.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,7 +80,7 @@ def plot_attention(
     tokenizer: Tokenizer,
     text: str,
     layer: int = 0,
-    head: int | None = None,
+    head: int | str | None = None,
     *,
     save: SavePath = None,
 ) -> Figure:
@@ -90,37 +91,81 @@ def plot_attention(
         tokenizer: its tokenizer; ``text`` is cut into T tokens (1 <= T <= n_ctx).
         text: the text to read.
         layer: which transformer block, 0 to ``n_layer - 1``.
-        head: which attention head, 0 to ``n_head - 1``; None shows the mean over all heads.
+        head: which attention head, 0 to ``n_head - 1``; None shows the mean over all heads;
+            ``"all"`` draws one panel per head, side by side, on one colour scale.
         save: a file to write the picture to (PNG, SVG, ... by its extension).
 
     Returns:
-        The figure: a (T, T) grid, row ``t`` the token that reads, column ``s`` the token read,
-        colour the attention probability (each row sums to 1; above the diagonal is the future,
-        always 0). The probabilities come from ``GPT.attention_maps``.
+        The figure: a (T, T) grid per panel, row ``t`` the token that reads, column ``s`` the
+        token read, colour the attention probability (``GPT.attention_maps``; each row sums
+        to 1). Above the diagonal is the future, which the causal mask hides: those cells are
+        not data (NaN in the image) and are drawn hatched, never as a colour. The colour scale
+        runs from 0 to the largest probability in rows 1 to T - 1. Row 0 is left out of the
+        scale because the first token can read only itself, so its one cell is always 1.0; that
+        cell is drawn in the top colour, and the colour bar's arrow marks such clipped values.
     """
     c = model.config
     layer = checks.index("layer", layer, c.n_layer, "layers")
-    if head is not None:
+    if isinstance(head, str):
+        if head != "all":
+            raise ValueError(f'head must be an int, None (the mean) or "all", got {head!r}')
+    elif head is not None:
         head = checks.index("head", head, c.n_head, "heads per layer")
     ids = tokenizer.encode(text)
     if not ids:
         raise ValueError("text is empty: give at least one token of text to attend over")
     att = model.attention_maps(np.asarray(ids))[layer]  # (H, T, T)
-    grid = att.mean(axis=0) if head is None else att[head]  # (T, T)
+    if head == "all":
+        grids, titles = list(att), [f"head {h}" for h in range(c.n_head)]  # H x (T, T)
+    elif head is None:
+        grids, titles = [att.mean(axis=0)], [f"mean of {c.n_head} heads"]
+    else:
+        grids, titles = [att[head]], [f"head {head}"]
     labels = [_token_label(tokenizer, i) for i in ids]
 
     T = len(ids)
-    side = min(12.0, 2.5 + 0.35 * T)
-    fig = _new_figure(side + 1.2, side)
-    ax = fig.add_subplot()
-    image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=float(grid.max()))
-    ax.set_xticks(range(T), labels, rotation=90, fontsize=9)
-    ax.set_yticks(range(T), labels, fontsize=9)
-    ax.set_xlabel("attends to (key)")
-    ax.set_ylabel("token (query)")
-    which = f"mean of {c.n_head} heads" if head is None else f"head {head}"
-    ax.set_title(f"attention, layer {layer}, {which}")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="probability")
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)  # (T, T): masked, never attended
+    shown = [np.where(future, np.nan, g) for g in grids]  # NaN: not a probability at all
+    vmax = max(float(g[1:].max()) if T > 1 else 1.0 for g in grids)  # rows after the first
+
+    n = len(grids)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    side = min(12.0, 2.5 + 0.35 * T) if n == 1 else min(5.0, 1.8 + 0.25 * T)
+    fig = _new_figure(cols * side + 1.2, rows * side)
+    from matplotlib import colormaps  # after _new_figure, which says how to install matplotlib
+    from matplotlib.patches import Rectangle
+
+    # NaN cells (the future) are transparent, so the hatching behind them shows through.
+    cmap = colormaps["viridis"].with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    images = []
+    for k, ax in enumerate(axes.flat):
+        if k >= n:
+            ax.set_axis_off()  # an empty place in the last row of the grid
+            continue
+        # A hatched background, seen only through the masked (transparent) cells.
+        ax.add_patch(
+            Rectangle((-0.5, -0.5), T, T, facecolor="white", edgecolor="0.7", hatch="///", zorder=0)
+        )
+        images.append(ax.imshow(shown[k], cmap=cmap, vmin=0.0, vmax=vmax, zorder=1))
+        ax.set_xticks(range(T), labels if k + cols >= n else [])  # no panel below: label it
+        ax.set_yticks(range(T), labels if k % cols == 0 else [])
+        ax.tick_params(axis="x", labelrotation=90, labelsize=8 if n > 1 else 9)
+        ax.tick_params(axis="y", labelsize=8 if n > 1 else 9)
+        ax.set_title(titles[k], fontsize=10)
+    corner = axes[rows - 1, 0]
+    corner.set_xlabel("attends to (key)")
+    corner.set_ylabel("token (query)")
+    fig.suptitle(f"attention, layer {layer} (hatched: the future, masked)", fontsize=11)
+    clipped = any(float(np.nanmax(g)) > vmax for g in shown)
+    fig.colorbar(
+        images[0],  # one scale for every panel
+        ax=axes.ravel().tolist(),
+        shrink=0.8,
+        label="probability",
+        extend="max" if clipped else "neither",
+    )
     return _finish(fig, save)
 
 
