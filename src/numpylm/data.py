@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint
-from .tokenizer import Tokenizer
+from .tokenizer import GPT2_PATTERN, Tokenizer
 
 VAL_FRACTION = 0.1
 """The share of the text, counted in characters from its end, that is held out for validation."""
@@ -79,11 +79,21 @@ TOKENIZER_RECORD = "numpylm_tokenizer_sha256"
 with (``tokenizer_fingerprint``); Hugging Face's readers ignore it."""
 
 
+# tiktoken's own "gpt2" encoding spells GPT-2's split pattern with possessive quantifiers (for
+# speed); it cuts every text as GPT2_PATTERN does, so both count as one pattern. Without this, a
+# run trained with tiktoken's encoding and reloaded from its vocab.json + merges.txt (which use
+# GPT2_PATTERN) would look like another tokenizer.
+_TIKTOKEN_GPT2_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
+
+
 def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
     """A hex digest that changes whenever the tokenizer would encode some text differently:
     its split pattern, its ranks (token bytes -> id) and its special tokens."""
     enc = tokenizer.encoding
-    h = hashlib.sha256(enc._pat_str.encode())
+    pattern = GPT2_PATTERN if enc._pat_str == _TIKTOKEN_GPT2_PATTERN else enc._pat_str
+    h = hashlib.sha256(pattern.encode())
     for token, rank in sorted(enc._mergeable_ranks.items(), key=lambda kv: kv[1]):
         h.update(rank.to_bytes(4, "little") + len(token).to_bytes(2, "little") + token)
     for name, rank in sorted(enc._special_tokens.items()):
