@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tinyrun import VERSE
 
-from numpylm import GPT, GPTConfig
+from numpylm import GPT, GPTConfig, parallel
 
 # The GPT-2 BPE files and Tiny Shakespeare are not part of the project: CI points NUMPYLM_DATA at
 # the shared data folder (../shared/data); on a fresh clone the tests that need them skip.
@@ -84,3 +85,23 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "verse.txt"
     path.write_text(VERSE * 50, encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def pool_threads(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The names of the threads that ran the backend's tasks."""
+    names: set[str] = set()
+    real_run = parallel.run
+
+    def recording_run(tasks: Sequence[Callable[[], object]]) -> None:
+        def wrap(task: Callable[[], object]) -> Callable[[], object]:
+            def run() -> object:
+                names.add(threading.current_thread().name)
+                return task()
+
+            return run
+
+        real_run([wrap(t) for t in tasks])
+
+    monkeypatch.setattr(parallel, "run", recording_run)
+    return names

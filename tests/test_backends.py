@@ -6,8 +6,7 @@ too."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,26 +24,6 @@ def threads(request: pytest.FixtureRequest) -> Iterator[int]:
     parallel.set_threads(request.param)
     yield request.param
     parallel.set_threads(before)
-
-
-@pytest.fixture
-def pool_threads(monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    """The names of the threads that ran the backend's tasks."""
-    names: set[str] = set()
-    real_run = parallel.run
-
-    def recording_run(tasks: Sequence[Callable[[], object]]) -> None:
-        def wrap(task: Callable[[], object]) -> Callable[[], object]:
-            def run() -> object:
-                names.add(threading.current_thread().name)
-                return task()
-
-            return run
-
-        real_run([wrap(t) for t in tasks])
-
-    monkeypatch.setattr(parallel, "run", recording_run)
-    return names
 
 
 def model64() -> GPT:

@@ -1,5 +1,10 @@
 """numpylm.parallel: the inference forward pass split over threads computes what the plain
-layers compute (float64, to rounding), whatever the split."""
+layers compute (float64, to rounding), whatever the split.
+
+Small inputs and one thread are not split (the plain layers run): those cases test the
+fallback, and only the others compare two computations. Each case asserts which it is, from
+the threads its tasks ran in, so a change to the split rule cannot silently turn every
+comparison into one of the code with itself."""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ def threads(request: pytest.FixtureRequest) -> Iterator[int]:
 
 
 @pytest.mark.parametrize("rows", [1, 5, 47, 48, 130])
-def test_linear_and_gelu_equal_the_layers(threads: int, rows: int) -> None:
+def test_linear_and_gelu_equal_the_layers(threads: int, rows: int, pool_threads: set[str]) -> None:
     rng = np.random.default_rng(rows)
     x = rng.standard_normal((rows, 24))
     w, b = rng.standard_normal((24, 40)), rng.standard_normal(40)
@@ -34,10 +39,13 @@ def test_linear_and_gelu_equal_the_layers(threads: int, rows: int) -> None:
     np.testing.assert_allclose(parallel.linear(x, wt, b), linear(x, w, b), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(parallel.gelu(x3), gelu_fast(x3))  # elementwise: exactly equal
     assert parallel.linear(x3.astype(np.float32), w.astype(np.float32)).dtype == np.float32
+    assert bool(pool_threads) == (threads > 1 and rows >= 16 * threads)  # split, or the fallback
 
 
 @pytest.mark.parametrize(("B", "T", "start"), [(1, 1, 0), (1, 40, 0), (2, 70, 9), (3, 33, 100)])
-def test_blocked_attention_equals_the_layer(threads: int, B: int, T: int, start: int) -> None:
+def test_blocked_attention_equals_the_layer(
+    threads: int, B: int, T: int, start: int, pool_threads: set[str]
+) -> None:
     """Prefill after a cache of ``start`` tokens, with the causal mask alone and with key
     padding too; one token with no mask, padding alone, or both (every ``allowed`` the model
     builds)."""
@@ -57,6 +65,7 @@ def test_blocked_attention_equals_the_layer(threads: int, B: int, T: int, start:
         np.testing.assert_allclose(
             np.where(real[..., None], got, 0), np.where(real[..., None], expected, 0), atol=1e-12
         )
+    assert bool(pool_threads) == (threads > 1 and B * T >= 16 * threads)
 
 
 def test_model_forward_is_the_same_with_any_number_of_threads() -> None:

@@ -280,9 +280,16 @@ def test_crash_after_commit_rolls_forward(
     monkeypatch.undo()
     assert (out / COMMIT / TRAINER_STATE).is_file()
     assert state(out)["step"] == 4  # the top level still describes step 4 ...
+    committed = {p.name: p.read_bytes() for p in (out / COMMIT).iterdir()}
+
+    runs.recover(out)  # ... until opening it finishes moving step 8 in
+    assert not (out / COMMIT).exists()
+    # Forward, not back: the top level is now the committed step 8, file for file (rolling
+    # back, deleting .commit, would leave step 4 with one file of step 8 mixed in).
+    assert state(out)["step"] == 8
+    assert {name: (out / name).read_bytes() for name in committed} == committed
 
     result = train(config(corpus, out), resume=True, progress=False)
-    assert not (out / COMMIT).exists()  # ... until opening it finished moving step 8 in
     assert result.losses == full_run.losses
 
 
