@@ -19,6 +19,7 @@ import numpy as np
 
 from . import checkpoint
 from .checkpoint import CheckpointError
+from .checks import positive_int
 
 GPT2_SIZES = {  # name: (n_layer, n_head, n_embd)
     "gpt2": (12, 12, 768),
@@ -82,7 +83,17 @@ def config_from_hf(hf: dict[str, Any], make: Callable[..., C], source: str = "co
         raise CheckpointError(
             f"{source}: model_type is {hf.get('model_type')!r}; numpylm implements GPT-2 only"
         )
-    n_embd = int(hf.get("n_embd", 768))
+
+    def count(key: str, default: int, *fallbacks: str) -> int:
+        # A shape read from the file: a JSON integer >= 1, never rounded ("n_layer": 1.5 is
+        # a broken file, not one layer), and never a string or a boolean.
+        value = next((hf[k] for k in (key, *fallbacks) if k in hf), default)
+        try:
+            return positive_int(key, value)
+        except ValueError as e:
+            raise CheckpointError(f"{source}: {e}; the file is not a GPT-2 config") from None
+
+    n_embd = count("n_embd", 768)
     unsupported = {
         "activation_function": (hf.get("activation_function", "gelu_new"), "gelu_new"),
         "n_inner": (hf.get("n_inner") or 4 * n_embd, 4 * n_embd),
@@ -99,16 +110,16 @@ def config_from_hf(hf: dict[str, Any], make: Callable[..., C], source: str = "co
                 f"{source}: {key}={value!r} is not supported (numpylm computes GPT-2 with "
                 f"{key}={expected!r})"
             )
-    eps = float(hf.get("layer_norm_epsilon", 1e-5))
-    if not math.isclose(eps, 1e-5):
+    eps = hf.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isclose(eps, 1e-5):
         raise CheckpointError(
-            f"{source}: layer_norm_epsilon={eps} is not supported (GPT-2 uses 1e-5)"
+            f"{source}: layer_norm_epsilon={eps!r} is not supported (GPT-2 uses 1e-5)"
         )
     fields = {
-        "vocab_size": int(hf.get("vocab_size", 50257)),
-        "n_ctx": int(hf.get("n_positions", hf.get("n_ctx", 1024))),
-        "n_layer": int(hf.get("n_layer", 12)),
-        "n_head": int(hf.get("n_head", 12)),
+        "vocab_size": count("vocab_size", 50257),
+        "n_ctx": count("n_positions", 1024, "n_ctx"),
+        "n_layer": count("n_layer", 12),
+        "n_head": count("n_head", 12),
         "n_embd": n_embd,
     }
     try:
