@@ -216,6 +216,22 @@ def test_bf16_obeys_the_same_header_rules(tmp_path: Path) -> None:
         assert (numpylm(as_bf16) is None) == (library(as_f16) is None), name
 
 
+def test_a_model_refuses_weights_that_are_not_floats(tmp_path: Path) -> None:
+    """The file may say I32 over float32 bytes (the library reads it so too); a model's weight
+    is never an integer, so loading the model refuses it, naming the tensor."""
+    directory = model_dir(tmp_path)
+    path = directory / "model.safetensors"
+    header, data = header_of(read_safetensors(path))
+    name = sorted(k for k in header if k != "__metadata__")[0]
+    header[name]["dtype"] = "I32"
+    raw_file(path, header, data)
+    assert library(path) is not None  # a valid file ...
+    with pytest.raises(
+        CheckpointError, match=f"tensor {name.removeprefix('transformer.')!r} is stored as int32"
+    ):
+        GPT.from_pretrained(directory)  # ... but not a model
+
+
 # --- safetensors: the fuzz --------------------------------------------------------------------
 
 

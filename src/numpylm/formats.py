@@ -170,7 +170,8 @@ def params_from_hf(
 
     Both key spellings (``h.0...`` and ``transformer.h.0...``) are accepted; the attention mask
     buffers are skipped and ``lm_head.weight``, when present, must equal ``wte.weight``'s shape
-    (GPT-2 ties them).
+    (GPT-2 ties them). Every weight must be floating point: the file's header is the only
+    record of a tensor's type, so float32 bytes relabelled as int32 are refused here.
     """
     params: dict[str, np.ndarray] = {}
     lm_head = None
@@ -178,6 +179,12 @@ def params_from_hf(
         name = name.removeprefix(_PREFIX)
         if name.endswith(_BUFFER_SUFFIXES):
             continue  # the causal mask stored as a buffer; numpylm builds its own
+        if t.dtype.kind != "f":
+            raise CheckpointError(
+                f"{source}: tensor {name!r} is stored as {t.dtype} ({t.dtype.kind!r} kind), but "
+                "a model's weights are floating point (F16, BF16, F32 or F64): the file is "
+                "corrupt, or it is not a model's weights"
+            )
         if name == "lm_head.weight":
             lm_head = t
             continue
