@@ -161,3 +161,104 @@ def test_top_k_and_top_p_both_apply() -> None:
     np.testing.assert_allclose(got, [0.4 / 0.75, 0.35 / 0.75, 0], rtol=1e-6)
     assert not np.allclose(Sampler(top_p=0.9).probs(logits)[0], got)
     assert math.isclose(float(Sampler(top_k=1, top_p=0.9).probs(logits)[0, 0]), 1.0)
+
+
+# --- survivors of the mutation run (docs/reliability.md, "Mutation testing") ----------------
+
+
+def test_the_sampler_stores_its_checked_values() -> None:
+    """Bug: ``__post_init__`` storing a checked value under the wrong name, so the field kept
+    what the caller passed. The checks turn NumPy scalars and ints into Python floats/ints."""
+    s = Sampler(
+        temperature=np.float32(0.5),
+        top_k=np.int64(3),
+        top_p=np.float64(0.5),
+        min_p=np.float32(0.25),
+        repetition_penalty=2,
+        frequency_penalty=1,
+        presence_penalty=np.int8(1),
+    )
+    expected = {
+        "temperature": (float, 0.5),
+        "top_k": (int, 3),
+        "top_p": (float, 0.5),
+        "min_p": (float, 0.25),
+        "repetition_penalty": (float, 2.0),
+        "frequency_penalty": (float, 1.0),
+        "presence_penalty": (float, 1.0),
+    }
+    for name, (kind, value) in expected.items():
+        assert type(getattr(s, name)) is kind and getattr(s, name) == value, name
+
+
+@pytest.mark.parametrize(
+    "name", ["temperature", "top_p", "min_p", "repetition_penalty", "frequency_penalty",
+             "presence_penalty"],
+)  # fmt: skip
+def test_a_bad_sampling_value_is_named(name: str) -> None:
+    with pytest.raises(TypeError, match=rf"^{name} must be a number, got str 'x'$"):
+        Sampler(**{name: "x"})  # type: ignore[arg-type]
+
+
+def test_penalties_without_history_say_what_to_pass() -> None:
+    with pytest.raises(ValueError, match=r"^penalties need the tokens seen so far: pass history=$"):
+        Sampler(repetition_penalty=1.2).filter(np.zeros((1, 4), dtype=np.float32))
+
+
+def test_a_penalty_of_exactly_1() -> None:
+    """Bug: the "nothing to do" shortcut taken at 1 instead of 0."""
+    logits = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)
+    history = TokenHistory([[]], vocab_size=3)
+    history.add(np.array([1]))
+    np.testing.assert_array_equal(
+        Sampler(presence_penalty=1.0).filter(logits, history), [[1.0, 1.0, 3.0]]
+    )
+    np.testing.assert_array_equal(
+        Sampler(frequency_penalty=1.0).filter(logits, history), [[1.0, 1.0, 3.0]]
+    )
+
+
+def test_min_p_of_1_keeps_the_most_likely_only() -> None:
+    """min_p = 1 is allowed and keeps the tokens as likely as the top one (bugs: refusing 1,
+    or skipping the filter at 1)."""
+    logits = np.log(np.array([[0.2, 0.5, 0.3]])).astype(np.float32)
+    np.testing.assert_array_equal(Sampler(min_p=1.0).probs(logits), [[0.0, 1.0, 0.0]])
+
+
+def test_min_p_forgives_float32_rounding() -> None:
+    """A ratio that is min_p exactly in real arithmetic but a few float32 steps below it after
+    exp and log is kept (the slack is float32's, not float64's)."""
+    kept = 0
+    for p in np.linspace(0.05, 0.5, 200):
+        logits = np.log(np.array([[1.0, p]])).astype(np.float32)
+        kept += int(np.isfinite(Sampler(min_p=float(p)).filter(logits)[0, 1]))
+    assert kept == 200
+
+
+def test_token_history_types() -> None:
+    """TokenHistory's arrays are as documented: ``seen`` bool, ``counts`` int32, and a prompt
+    of no tokens is allowed (an empty list has no integer dtype of its own)."""
+    h = TokenHistory([[], [3, 3]], vocab_size=5)
+    assert h.seen.dtype == np.bool_ and h.counts.dtype == np.int32
+    assert h.seen[1].tolist() == [False, False, False, True, False] and not h.seen[0].any()
+
+
+def test_log_softmax_is_per_row() -> None:
+    """Bug: the normaliser summed over the whole batch, not each row."""
+    from numpylm.sampling.softmax import log_softmax
+
+    z = np.array([[0.0, 1.0, 2.0], [5.0, 5.0, 5.0]], dtype=np.float32)
+    out = log_softmax(z)
+    np.testing.assert_allclose(np.exp(out).sum(axis=-1), [1.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(out[1], np.log([1 / 3] * 3), rtol=1e-6)
+
+
+def test_draw_when_rounding_carries_past_the_last_likely_token() -> None:
+    """``u * total`` can round up to the total itself; the draw must then be the last token
+    with probability > 0, never a token of probability 0 past it (u = 1.0 stands for that
+    rounding)."""
+    from numpylm.sampling.chain import draw
+
+    probs = np.array([[0.5, 0.5, 0.0, 0.0], [0.25, 0.0, 0.75, 0.0]])
+    np.testing.assert_array_equal(draw(probs, np.array([1.0, 1.0])), [1, 2])
+    np.testing.assert_array_equal(draw(probs, np.array([0.0, 0.3])), [0, 2])
