@@ -262,3 +262,97 @@ def test_draw_when_rounding_carries_past_the_last_likely_token() -> None:
     probs = np.array([[0.5, 0.5, 0.0, 0.0], [0.25, 0.0, 0.75, 0.0]])
     np.testing.assert_array_equal(draw(probs, np.array([1.0, 1.0])), [1, 2])
     np.testing.assert_array_equal(draw(probs, np.array([0.0, 0.3])), [0, 2])
+
+
+def test_adamw_defaults_and_named_refusals() -> None:
+    """Bugs: another default weight decay; a refusal naming the wrong argument; betas of 0
+    refused (0 is allowed: no running mean); a bool taken for a number."""
+    from numpylm import AdamW
+
+    params = {"w": np.ones((2, 2), dtype=np.float32)}
+    assert AdamW(params, lr=0.1).weight_decay == 0.1
+    assert AdamW(params, lr=0.1, betas=(0.0, 0.0)).betas == (0.0, 0.0)
+    for name in ("lr", "eps", "weight_decay"):
+        with pytest.raises(ValueError, match=rf"^{name} must be a finite number >= 0, got -1$"):
+            AdamW(params, **{"lr": 0.1, name: -1})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^lr must be a finite number >= 0, got True$"):
+        AdamW(params, lr=True)
+    with pytest.raises(ValueError, match=r"^lr must be a finite number >= 0, got -2$"):
+        AdamW(params, lr=0.1).step({"w": np.ones((2, 2), dtype=np.float32)}, lr=-2)
+
+
+def test_adamw_names_every_missing_gradient_up_to_five() -> None:
+    from numpylm import AdamW
+
+    params = {f"p{i}": np.ones(2, dtype=np.float32) for i in range(7)}
+    with pytest.raises(
+        ValueError, match=r"missing \['p0', 'p1', 'p2', 'p3', 'p4'\], unexpected \[\]"
+    ):
+        AdamW(params, lr=0.1).step({})
+    opt = AdamW(params, lr=0.1)
+    state = {k: v for k, v in opt.state_dict().items() if k == "step"}
+    with pytest.raises(
+        ValueError,
+        match=r"missing \['exp_avg\.p0', 'exp_avg\.p1', 'exp_avg\.p2', 'exp_avg\.p3', 'exp_avg\.p4'\],",
+    ):
+        opt.load_state_dict(state)
+    bad = opt.state_dict() | {"exp_avg.p0": np.ones(3, dtype=np.float32)}
+    with pytest.raises(
+        ValueError, match=r"optimiser state exp_avg\.p0 has shape \(3,\), the parameter \(2,\)"
+    ):
+        opt.load_state_dict(bad)
+
+
+def test_adamw_eps_is_added_to_the_denominator() -> None:
+    """A gradient near eps shows the sign of eps: one step with g = 1e-9 (no decay, bias
+    corrected: m_hat = g, sqrt(v_hat) = g) moves the weight by lr * g / (g + eps) = lr / 11."""
+    from numpylm import AdamW
+
+    p = {"b": np.zeros(1, dtype=np.float64)}
+    AdamW(p, lr=1.0, eps=1e-8, weight_decay=0.0).step({"b": np.array([1e-9])})
+    np.testing.assert_allclose(p["b"], [-1 / 11], rtol=1e-6)
+
+
+def test_clip_grad_norm_at_the_edges() -> None:
+    """A norm below the 1e-6 guard is left alone (not flipped in sign), one above max_norm is
+    scaled to it."""
+    from numpylm.optim import clip_grad_norm
+
+    tiny = {"g": np.array([3e-8, 4e-8])}
+    assert clip_grad_norm(tiny, 1.0) == pytest.approx(5e-8)
+    np.testing.assert_array_equal(tiny["g"], [3e-8, 4e-8])
+    big = {"g": np.array([3.0, 4.0])}
+    assert clip_grad_norm(big, 1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(big["g"], [0.6, 0.8], rtol=1e-6)
+
+
+def test_cosine_lr_edges() -> None:
+    from numpylm.optim import cosine_lr
+
+    kw = {"max_lr": 1.0, "warmup_steps": 2, "total_steps": 10}
+    assert cosine_lr(5, min_lr=1.0, **kw) == 1.0  # min_lr == max_lr: a constant rate
+    with pytest.raises(ValueError, match=r"step must be a non-negative integer, got 1\.5"):
+        cosine_lr(1.5, min_lr=0.1, **kw)  # type: ignore[arg-type]
+
+
+def test_cross_entropy_rows_far_apart() -> None:
+    """The log-softmax shift is per row: a row whose logits sit 1000 below another's must not
+    underflow (a shift by the batch's maximum would make its loss infinite)."""
+    from numpylm.layers import cross_entropy
+
+    logits = np.array([[[0.0, 1.0], [-1000.0, -999.0]]], dtype=np.float32)  # (1, 2, 2)
+    loss, dlogits = cross_entropy(logits, np.array([[1, 1]]))
+    assert loss == pytest.approx(np.log1p(np.exp(-1.0)), rel=1e-6)
+    assert np.isfinite(dlogits).all()
+    with pytest.raises(ValueError, match=r"^no position counts towards the loss: every target"):
+        cross_entropy(logits, np.array([[-1, -1]]))
+
+
+def test_dropout_mask_keeps_float32_draws() -> None:
+    """The mask is drawn in float32 (bug: float64 draws give other masks for the same seed, so
+    a run resumed by another version would not be bit-exact)."""
+    from numpylm.layers import dropout_mask
+
+    mask = dropout_mask((1000,), 0.5, np.random.default_rng(0))
+    expected = np.random.default_rng(0).random((1000,), dtype=np.float32) >= 0.5
+    np.testing.assert_array_equal(mask, expected)
