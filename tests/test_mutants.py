@@ -8,6 +8,7 @@ bug. Each was tried by hand on the mutated code and seen to fail.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 
 import numpy as np
@@ -293,7 +294,9 @@ def test_adamw_names_every_missing_gradient_up_to_five() -> None:
     state = {k: v for k, v in opt.state_dict().items() if k == "step"}
     with pytest.raises(
         ValueError,
-        match=r"missing \['exp_avg\.p0', 'exp_avg\.p1', 'exp_avg\.p2', 'exp_avg\.p3', 'exp_avg\.p4'\],",
+        match=re.escape(
+            "missing ['exp_avg.p0', 'exp_avg.p1', 'exp_avg.p2', 'exp_avg.p3', 'exp_avg.p4'],"
+        ),
     ):
         opt.load_state_dict(state)
     bad = opt.state_dict() | {"exp_avg.p0": np.ones(3, dtype=np.float32)}
