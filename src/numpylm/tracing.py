@@ -1,4 +1,4 @@
-"""The trace: watch the model write, one token at a time.
+r"""The trace: watch the model write, one token at a time.
 
 For each step it shows what the model read, the token it chose with its probability, and the
 tokens it could have chosen instead, the picture of how an answer comes to be. One line per
@@ -10,6 +10,43 @@ step, then the response they add up to:
 The probabilities are the model's own (its softmax, before temperature, top-k and the other
 samplers), as in the story; ``Step.prob`` has the probability under the distribution the token
 was actually drawn from. ``numpylm.trace(...)`` returns the same data as records for notebooks.
+
+Example: the built-in chat model asked the story's question, greedily. Each row's context is cut
+to its last 16 characters (``TraceStep.line(width=16)``; ``print(trace)`` keeps 70) and lists
+three alternatives, so that the rows fit this page. The output is real: it is what the code
+prints, and ``tests/test_doc_outputs.py`` runs the example and compares. The vocabulary cuts
+" George" into 4 tokens and " Washington" into 5, so the six-word answer is 16 tokens, and a
+17th step chooses ``<|endoftext|>``:
+
+    >>> import numpylm
+    >>> from numpylm.finetune import format_prompt
+    >>> model, tok = numpylm.load("chat")
+    >>> prompt = format_prompt("Who was the first president?")  # "Question: ...\nAnswer:"
+    >>> trace = numpylm.trace(model, tok, prompt, max_new_tokens=20, temperature=0, alternatives=3)
+    >>> for step in trace.steps:
+    ...     print(step.line(width=16))
+    1. "…sident?\nAnswer:" -> " The" (41.0%)   alternatives: " G" 20.4%, " I" 5.5%, " P" 5.2%
+    2. "…nt?\nAnswer: The" -> " first" (100.0%)   alternatives: " che" 0.0%, "ost" 0.0%, " g" 0.0%
+    3. "…swer: The first" -> " pres" (100.0%)   alternatives: "ond" 0.0%, "ic" 0.0%, "urd" 0.0%
+    4. "… The first pres" -> "id" (100.0%)   alternatives: "ent" 0.0%, "ke" 0.0%, " would" 0.0%
+    5. "…he first presid" -> "ent" (100.0%)   alternatives: "id" 0.0%, "ice" 0.0%, "eak" 0.0%
+    6. "…first president" -> " was" (100.0%)   alternatives: " is" 0.0%, " G" 0.0%, "," 0.0%
+    7. "…t president was" -> " G" (100.0%)   alternatives: " The" 0.0%, " P" 0.0%, " W" 0.0%
+    8. "…president was G" -> "e" (100.0%)   alternatives: "res" 0.0%, "ra" 0.0%, "o" 0.0%
+    9. "…resident was Ge" -> "or" (100.0%)   alternatives: " W" 0.0%, " too" 0.0%, "oul" 0.0%
+    10. "…sident was Geor" -> "ge" (100.0%)   alternatives: "n" 0.0%, "or" 0.0%, "on" 0.0%
+    11. "…dent was George" -> " W" (100.0%)   alternatives: " G" 0.0%, "ge" 0.0%, " F" 0.0%
+    12. "…nt was George W" -> "as" (100.0%)   alternatives: "ed" 0.0%, "oo" 0.0%, "h" 0.0%
+    13. "… was George Was" -> "hing" (100.0%)   alternatives: "k" 0.0%, "as" 0.0%, "sel" 0.0%
+    14. "… George Washing" -> "t" (100.0%)   alternatives: " name" 0.0%, "s" 0.0%, "ge" 0.0%
+    15. "…George Washingt" -> "on" (100.0%)   alternatives: "as" 0.0%, "aw" 0.0%, "oo" 0.0%
+    16. "…orge Washington" -> "." (100.0%)   alternatives: " was" 0.0%, "est" 0.0%, "," 0.0%
+    17. "…rge Washington." -> <|endoftext|> (81.9%)   alternatives: " H" 18.1%, "1" 0.0%, " " 0.0%
+    >>> trace.response
+    ' The first president was George Washington.'
+
+The same table from the command line (contexts cut to 70 characters, four alternatives):
+``numpylm generate --model chat "Who was the first president?" --trace --temperature 0``.
 """
 
 from __future__ import annotations
