@@ -9,6 +9,7 @@ runs are greedy or seeded). Blocks that markdown-exec runs at build time need no
 from __future__ import annotations
 
 import doctest
+import json
 import re
 from pathlib import Path
 
@@ -55,3 +56,42 @@ def test_the_cli_trace_is_the_printed_trace(
     assert main(["generate", "--model", "chat", QUESTION, "--trace", "--temperature", "0"]) == 0
     assert capsys.readouterr().out == f"{trace}\n"
     assert trace.response == " The first president was George Washington."
+
+
+def _quote(token: str) -> str:
+    return "<|endoftext|>" if token == "<|endoftext|>" else json.dumps(token, ensure_ascii=False)
+
+
+def trace_table(trace: tracing.Trace) -> str:
+    """The trace as the markdown table of docs/guide/one-token-at-a-time.md."""
+    rows = [
+        "| step | what the model reads | next token | its probability | the runner-up |",
+        "|---|---|---|---|---|",
+    ]
+    for s in trace.steps:
+        so_far = s.context[len(trace.prompt) :]
+        reads = trace.prompt.replace("\n", "\\n") if s.number == 1 else f"…Answer:{so_far}"
+        _, alt, p_alt = s.alternatives[0]
+        rows.append(
+            f"| {s.number} | `{reads}` | `{_quote(s.step.token)}` | {s.prob:.1%} "
+            f"| `{_quote(alt)}` {p_alt:.1%} |"
+        )
+    return "\n".join(rows)
+
+
+def test_the_one_token_page_shows_the_real_trace(
+    chat: tuple[numpylm.GPT, numpylm.Tokenizer],
+) -> None:
+    model, tok = chat
+    trace = numpylm.trace(model, tok, format_prompt(QUESTION), max_new_tokens=30, temperature=0)
+    assert pasted("docs/guide/one-token-at-a-time.md", "chat-trace") == trace_table(trace)
+
+
+def test_the_vocabulary_splits_the_answer_as_the_page_says(
+    chat: tuple[numpylm.GPT, numpylm.Tokenizer],
+) -> None:
+    _, tok = chat
+    assert tok.tokens(" George") == [" G", "e", "or", "ge"]
+    assert tok.tokens(" Washington") == [" W", "as", "hing", "t", "on"]
+    assert tok.tokens(" president") == [" pres", "id", "ent"]
+    assert tok.n_vocab == 2048
