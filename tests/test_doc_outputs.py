@@ -11,17 +11,25 @@ from __future__ import annotations
 import doctest
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import numpylm
 from numpylm import tracing
+from numpylm.chat_data import (
+    PRESIDENT_QUESTION,
+    first_word,
+    make_chat_data,
+    trained_president_shares,
+)
 from numpylm.cli import main
 from numpylm.finetune import format_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
-QUESTION = "Who was the first president?"
+QUESTION = PRESIDENT_QUESTION
 
 
 def pasted(page: str, name: str) -> str:
@@ -95,3 +103,46 @@ def test_the_vocabulary_splits_the_answer_as_the_page_says(
     assert tok.tokens(" Washington") == [" W", "as", "hing", "t", "on"]
     assert tok.tokens(" president") == [" pres", "id", "ent"]
     assert tok.n_vocab == 2048
+
+
+def president_table(chat: tuple[numpylm.GPT, numpylm.Tokenizer]) -> str:
+    """The first tokens of the chat model's answers, as the table of docs/guide/sampling.md."""
+    model, tok = chat
+    ask = tok.encode(format_prompt(PRESIDENT_QUESTION))
+    logits = model(np.array(ask), last_only=True)[-1]
+    probs = numpylm.softmax(logits)
+    answers = numpylm.generate_batch(model, [ask], 40, num_samples=100, seed=0, eos_id=tok.eot_id)
+    first100 = Counter(tok.decode([int(row[len(ask)])]) for row in answers)
+    many, _ = numpylm.Sampler().sample(np.tile(logits, (10_000, 1)), np.random.default_rng(0))
+    first10k = Counter(tok.decode([int(t)]) for t in many)
+    train = make_chat_data().train
+    data = trained_president_shares(train, by=lambda a: tok.tokens(" " + a)[0])
+    words = {
+        tok.tokens(" " + e.response)[0]: first_word(e.response)
+        for e in train
+        if e.prompt == PRESIDENT_QUESTION
+    }
+    rows = [
+        "| first token | first word | the model's probability | 100 answers | 10,000 draws "
+        "| training data |",
+        "|---|---|---|---|---|---|",
+    ]
+    for i in np.argsort(-probs)[:10]:
+        t = tok.decode([int(i)])
+        rows.append(
+            f"| `{_quote(t)}` | {words[t]} | {probs[i]:.1%} | {first100[t]} "
+            f"| {first10k[t] / 100:.1f}% | {data[t]:.1%} |"
+        )
+    return "\n".join(rows)
+
+
+def test_the_sampling_page_shows_the_real_shares(
+    chat: tuple[numpylm.GPT, numpylm.Tokenizer],
+) -> None:
+    table = president_table(chat)
+    assert pasted("docs/guide/sampling.md", "president-shares") == table
+    # the prose under the table: the ten hold 99.7%, and all 100 answers begin with one of them
+    model, tok = chat
+    probs = numpylm.softmax(model(np.array(tok.encode(format_prompt(QUESTION))))[-1])
+    assert f"{np.sort(probs)[-10:].sum():.1%}" == "99.7%"
+    assert sum(int(row.split(" | ")[3]) for row in table.splitlines()[2:]) == 100
