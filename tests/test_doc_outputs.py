@@ -26,7 +26,8 @@ from numpylm.chat_data import (
     trained_president_shares,
 )
 from numpylm.cli import main
-from numpylm.finetune import format_prompt
+from numpylm.finetune import evaluate_sft, format_prompt
+from numpylm.instructions import make_instructions
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = PRESIDENT_QUESTION
@@ -146,3 +147,43 @@ def test_the_sampling_page_shows_the_real_shares(
     probs = numpylm.softmax(model(np.array(tok.encode(format_prompt(QUESTION))))[-1])
     assert f"{np.sort(probs)[-10:].sum():.1%}" == "99.7%"
     assert sum(int(row.split(" | ")[3]) for row in table.splitlines()[2:]) == 100
+
+
+def test_the_finetuning_page_shows_the_base_models_ramble() -> None:
+    model, tok = numpylm.load()
+    prompt = format_prompt("Count from 3 to 4.")
+    answer = numpylm.complete(model, tok, prompt, max_new_tokens=20, temperature=0)
+    assert pasted("docs/finetuning.md", "base-ramble") == f"```text\n{prompt}{answer}\n```"
+
+
+TASKS = {"count": "Count", "reverse": "Reverse", "compare": "Which", "add": "What"}
+
+
+def sft_table(chat: tuple[numpylm.GPT, numpylm.Tokenizer]) -> str:
+    """Both built-in models on the 200 held-out instruction cases, as in docs/finetuning.md."""
+    held_out = make_instructions(4000, 200, seed=0)[1]  # python -m numpylm.instructions DIR
+    rows = [
+        "| model | exact match | stops with `<|endoftext|>` | starts with the answer "
+        "| count | reverse | compare | add |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    models = [
+        ("the Shakespeare model, `numpylm.load()`", numpylm.load()),
+        ('the chat model, `numpylm.load("chat")`', chat),
+    ]
+    for name, (model, tok) in models:
+        score = evaluate_sft(model, tok, held_out)
+        tasks = [
+            score.select(i for i, e in enumerate(held_out) if e.prompt.startswith(prefix))
+            for prefix in TASKS.values()
+        ]
+        cells = [score.accuracy, score.stop_rate, score.prefix_accuracy]
+        cells += [t.accuracy for t in tasks]
+        rows.append(f"| {name} | " + " | ".join(f"{c:.1%}" for c in cells) + " |")
+    return "\n".join(rows)
+
+
+def test_the_finetuning_page_shows_the_real_scores(
+    chat: tuple[numpylm.GPT, numpylm.Tokenizer],
+) -> None:
+    assert pasted("docs/finetuning.md", "sft-scores") == sft_table(chat)
