@@ -187,3 +187,17 @@ def test_the_finetuning_page_shows_the_real_scores(
     chat: tuple[numpylm.GPT, numpylm.Tokenizer],
 ) -> None:
     assert pasted("docs/finetuning.md", "sft-scores") == sft_table(chat)
+
+
+def test_the_training_page_computes_the_built_in_models_scale() -> None:
+    model, _ = numpylm.load()
+    n = sum(p.size for p in model.params.values())
+    d = 1300 * 16 * model.config.n_ctx  # the model card's steps, batch and context
+    card = (ROOT / "src/numpylm/builtin/shakespeare/MODEL_CARD.md").read_text(encoding="utf-8")
+    page = " ".join((ROOT / "docs/guide/training.md").read_text(encoding="utf-8").split())
+    for fact in ["1300 steps of 16 x 256 tokens", f"{n:,}", "26 min 48 s", "1,115,394 characters"]:
+        assert fact in card
+    flops = f"{6 * n * d:.1e}".replace("+", "")
+    assert (n, d, flops) == (3_111_936, 5_324_800, "9.9e13")
+    assert f"6 × {n:,} × {d:,} ≈ {flops} FLOPs" in page
+    assert f"(3.14e23 / {flops} ≈ {3.14e23 / (6 * n * d):.1e})".replace("+0", "") in page
