@@ -201,3 +201,17 @@ def test_the_training_page_computes_the_built_in_models_scale() -> None:
     assert (n, d, flops) == (3_111_936, 5_324_800, "9.9e13")
     assert f"6 × {n:,} × {d:,} ≈ {flops} FLOPs" in page
     assert f"(3.14e23 / {flops} ≈ {3.14e23 / (6 * n * d):.1e})".replace("+0", "") in page
+
+
+def test_the_finetuning_page_shows_the_real_bad_lines_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = '{"prompt": "Count from 1 to 2.", "response": "1 2"}'
+    lines = [good, good, '{"prompt": "Count from 3 to 7." "response": "3 4 5 6 7"}', good, good]
+    lines += [good, '{"prompt": "What is 3 plus 4?", "response": 7}']
+    (tmp_path / "data.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["finetune", "--data", "data.jsonl", "--out", "runs/sft"]) != 0
+    shown = pasted("docs/finetuning.md", "bad-lines")
+    assert shown == f"```text\n{capsys.readouterr().err}```"
+    assert not (tmp_path / "runs").exists()
