@@ -61,10 +61,42 @@ def output_text(nb: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def test_there_are_seven_notebooks() -> None:
+def test_the_notebooks_are_numbered_in_order() -> None:
+    """01_, 02_, ... with no gap and no repeat, so the story reads in one order."""
     names = [p.name for p in NOTEBOOKS]
-    assert len(names) == 7, names
-    assert [n[:3] for n in names] == [f"0{i}_" for i in range(1, 8)], names
+    assert len(names) >= 8, names
+    assert [n[:3] for n in names] == [f"{i:02d}_" for i in range(1, len(names) + 1)], names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_notebook_ends_with_three_exercises(path: Path) -> None:
+    """Three "predict, then run" exercises close each notebook: a markdown question, then one
+    collapsed code cell tagged ``solution`` whose assert checks the answer (run by
+    test_notebook_runs, so a wrong solution fails the suite)."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    cells = nb["cells"]
+    text = ["".join(c["source"]) for c in cells]
+    heading = next(
+        (i for i, t in enumerate(text) if any(x.startswith("## Exercises") for x in t.split("\n"))),
+        None,
+    )
+    assert heading is not None, f"{path.name} has no '## Exercises' section"
+    questions = [i for i, t in enumerate(text) if t.startswith("### Exercise")]
+    assert len(questions) == 3, f"{path.name} has {len(questions)} exercises, not 3"
+    assert all(i > heading for i in questions), f"{path.name}: an exercise before the heading"
+    for n, i in enumerate(questions, start=1):
+        assert cells[i]["cell_type"] == "markdown", f"{path.name}: exercise {n} is not markdown"
+        assert text[i].startswith(f"### Exercise {n}:"), f"{path.name}: exercise {n} misnumbered"
+        solution = cells[i + 1]
+        assert solution["cell_type"] == "code", f"{path.name}: exercise {n} has no solution cell"
+        meta = solution["metadata"]
+        assert "solution" in meta.get("tags", []), f"{path.name}: solution {n} is not tagged"
+        assert meta.get("jupyter", {}).get("source_hidden"), f"{path.name}: solution {n} shows"
+        assert "assert " in text[i + 1], f"{path.name}: solution {n} checks nothing"
+    later = "\n".join(text[questions[-1] :]).split("\n")
+    assert not any(x.startswith("## ") for x in later), (
+        f"{path.name}: the exercises must close the notebook"
+    )
 
 
 @pytest.mark.slow
