@@ -359,3 +359,153 @@ def test_dropout_mask_keeps_float32_draws() -> None:
     mask = dropout_mask((1000,), 0.5, np.random.default_rng(0))
     expected = np.random.default_rng(0).random((1000,), dtype=np.float32) >= 0.5
     np.testing.assert_array_equal(mask, expected)
+
+
+# --- survivors of the second mutation run ----------------------------------------------------
+
+
+def _nucleus_by_full_sort(z: np.ndarray, p: float) -> list[int]:
+    """The reference top-p for one row: sort every token (best logit first, lower id first) and
+    keep tokens until the mass before the next one reaches p (in float64, away from ties)."""
+    probs = np.exp(z.astype(np.float64) - z.max())
+    probs /= probs.sum()
+    kept, mass = [], 0.0
+    for i in sorted(range(z.size), key=lambda i: (-z[i], i)):
+        if kept and mass >= p:
+            break
+        kept.append(i)
+        mass += probs[i]
+    return sorted(kept)
+
+
+def test_top_p_treats_each_row_of_a_batch_on_its_own() -> None:
+    """Bugs: the candidate search or its stopping test taken over the whole batch (a sum, min
+    or count along the wrong axis), so that one peaked row stops the search before a flat row
+    has its nucleus, or widens it past the vocabulary. Rows that need 1, about 100, about 450
+    and all 700 tokens, and a row already cut by top-k, each equal a full sort, and the batch
+    equals its rows one at a time, also as (2, 3, V)."""
+    from numpylm.sampling import top_k, top_p
+
+    rng = np.random.default_rng(0)
+    V, p = 700, 0.9
+    rows = np.stack(
+        [
+            np.r_[20.0, rng.standard_normal(V - 1)],  # one token holds nearly everything
+            rng.standard_normal(V) * 2.5,  # a nucleus of about a hundred
+            rng.standard_normal(V) * 0.8,  # a wide nucleus, past the first 256 candidates
+            rng.standard_normal(V) * 1e-3,  # flat: nearly every token is needed
+            top_k(rng.standard_normal(V) * 0.5, 50),  # 50 alive, the rest -inf
+            rng.standard_normal(V) * 2.0,
+        ]
+    ).astype(np.float32)  # (6, V)
+    batch = top_p(rows, p)
+    sizes = []
+    for z, out in zip(rows, batch, strict=True):
+        kept = np.flatnonzero(np.isfinite(out)).tolist()
+        assert kept == _nucleus_by_full_sort(z, p)
+        np.testing.assert_array_equal(out, top_p(z, p))
+        sizes.append(len(kept))
+    assert sizes[0] == 1 and 64 < sizes[1] < 256 < sizes[2] < sizes[3] and sizes[4] <= 50
+    np.testing.assert_array_equal(top_p(rows.reshape(2, 3, V), p), batch.reshape(2, 3, V))
+
+
+def test_top_p_of_1_keeps_even_the_negligible_tail() -> None:
+    """Bug: the ``p == 1`` shortcut lost, so that p = 1 went through the float32 search and
+    dropped tokens whose mass rounds away (p = 1 keeps everything, by definition)."""
+    from numpylm.sampling import top_p
+
+    z = np.r_[0.0, np.full(999, -40.0)].astype(np.float32)  # the tail: e^-40 each
+    np.testing.assert_array_equal(top_p(z, 1.0), z)
+
+
+def test_non_finite_logits_say_what_went_wrong() -> None:
+    from numpylm.sampling import softmax
+
+    with pytest.raises(ValueError) as err:
+        softmax(np.array([0.0, np.nan], dtype=np.float32))
+    assert str(err.value) == (
+        "logits contain NaN or +inf, so they are not a distribution (the model's weights may "
+        "have diverged)"
+    )
+
+
+@pytest.mark.parametrize("name", ["frequency_penalty", "presence_penalty"])
+def test_openai_penalties_name_themselves(name: str) -> None:
+    from numpylm import sampling
+
+    function = getattr(sampling, name)
+    with pytest.raises(ValueError, match=rf"^{name} must be"):
+        function(np.zeros(4, dtype=np.float32), np.zeros(4, dtype=np.int64), 3.0)
+
+
+def test_adamw_names_at_most_five_unexpected_names() -> None:
+    """Six unexpected gradients or state entries are listed as the first five, like missing."""
+    from numpylm import AdamW
+
+    params = {"w": np.ones(2, dtype=np.float32)}
+    extra = {f"x{i}": np.ones(2, dtype=np.float32) for i in range(6)}
+    five = re.escape("unexpected ['x0', 'x1', 'x2', 'x3', 'x4']")
+    opt = AdamW(params, lr=0.1)
+    with pytest.raises(ValueError, match=five + "$"):
+        opt.step({"w": np.ones(2, dtype=np.float32)} | extra)
+    with pytest.raises(ValueError, match=five + "$"):
+        opt.load_state_dict(opt.state_dict() | extra)
+
+
+def test_linear_without_a_bias() -> None:
+    from numpylm.layers import linear
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    w = np.ones((3, 2), dtype=np.float32)
+    np.testing.assert_array_equal(linear(x, w), x @ w)
+
+
+def test_gelu_backward_at_zero_raises_no_floating_point_error() -> None:
+    """``out / x`` is 0 / 0 at x = 0 and is then set to the limit 0.5: the division must not
+    warn, or fail for a caller who runs under ``np.errstate(all="raise")``."""
+    from numpylm.layers import gelu, gelu_backward
+
+    x = np.array([0.0, 1.0, -1.0], dtype=np.float32)
+    with np.errstate(all="raise"):
+        dx = gelu_backward(np.ones(3, dtype=np.float32), x, gelu(x))
+    assert dx[0] == 0.5
+
+
+def test_dropout_keeps_an_entry_whose_draw_equals_the_rate() -> None:
+    """Kept where the draw u >= rate, so P(keep) = 1 - rate exactly for u uniform on [0, 1)."""
+    from numpylm.layers import dropout_mask
+
+    class Draws:
+        def random(self, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+            return np.array([0.0, 0.25, 0.5], dtype=dtype)
+
+    mask = dropout_mask((3,), 0.25, Draws())  # type: ignore[arg-type]
+    assert mask.tolist() == [False, True, True]
+
+
+def test_draw_scales_u_by_a_total_that_rounding_left_short() -> None:
+    """Bug: u divided by the row's total instead of multiplied. Rows sum to 1 up to rounding;
+    scaled, token 0 covers [0, 0.5 / 0.99), so u = 0.5 still falls in it."""
+    from numpylm.sampling import draw
+
+    probs = np.array([[0.5, 0.49]], dtype=np.float32)
+    assert draw(probs, np.array([0.5])).tolist() == [0]
+    assert draw(probs, np.array([0.51])).tolist() == [1]
+
+
+def test_top_p_with_ties_at_the_cut_in_a_batch() -> None:
+    """Bug: the "strictly above the m-th candidate" test taken against the whole batch's
+    smallest candidate, so that tokens tied with a row's m-th count as inside, the search stops
+    early, and the nucleus is taken from whichever tied tokens ``argpartition`` happened to pick
+    instead of the lowest ids. Row 1: one token far ahead, then 300 tied (lowest ids win)."""
+    from numpylm.sampling import top_p
+
+    rng = np.random.default_rng(1)
+    V, p = 700, 0.5
+    tied = np.full(V, -30.0)
+    tied[rng.permutation(V)[:300]] = 2.0
+    tied[V - 1] = 5.0
+    rows = np.stack([rng.standard_normal(V), tied]).astype(np.float32)  # (2, V)
+    batch = top_p(rows, p)
+    for z, out in zip(rows, batch, strict=True):
+        assert np.flatnonzero(np.isfinite(out)).tolist() == _nucleus_by_full_sort(z, p)
