@@ -509,3 +509,13 @@ def test_top_p_with_ties_at_the_cut_in_a_batch() -> None:
     batch = top_p(rows, p)
     for z, out in zip(rows, batch, strict=True):
         assert np.flatnonzero(np.isfinite(out)).tolist() == _nucleus_by_full_sort(z, p)
+
+
+def test_top_p_forgives_float32_rounding_below_p() -> None:
+    """Bug: the slack taken from float64's epsilon for float32 probabilities. In float32,
+    0.5 + 0.2 sums to 0.69999999, just short of p = 0.7; exact arithmetic reaches p with two
+    tokens, and so must top_p."""
+    from numpylm.sampling import top_p
+
+    z = np.log(np.array([0.5, 0.2, 0.2, 0.1], dtype=np.float32))
+    assert np.isfinite(top_p(z, 0.7)).tolist() == [True, True, False, False]
