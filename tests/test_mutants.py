@@ -512,10 +512,12 @@ def test_top_p_with_ties_at_the_cut_in_a_batch() -> None:
 
 
 def test_top_p_forgives_float32_rounding_below_p() -> None:
-    """Bug: the slack taken from float64's epsilon for float32 probabilities. In float32,
-    0.5 + 0.2 sums to 0.69999999, just short of p = 0.7; exact arithmetic reaches p with two
+    """Bug: the slack taken from float64's epsilon for float32 probabilities. In float32 the
+    softmax of log [0.5, 0.3, 0.1, 0.1] gives the first token 0.49999997, just short of p = 0.5,
+    and the first two 0.79999995, short of 0.8; exact arithmetic reaches p with one and with two
     tokens, and so must top_p."""
     from numpylm.sampling import top_p
 
-    z = np.log(np.array([0.5, 0.2, 0.2, 0.1], dtype=np.float32))
-    assert np.isfinite(top_p(z, 0.7)).tolist() == [True, True, False, False]
+    z = np.log(np.array([0.5, 0.3, 0.1, 0.1], dtype=np.float32))
+    assert np.isfinite(top_p(z, 0.5)).tolist() == [True, False, False, False]
+    assert np.isfinite(top_p(z, 0.8)).tolist() == [True, True, False, False]
