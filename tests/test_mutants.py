@@ -521,3 +521,25 @@ def test_top_p_forgives_float32_rounding_below_p() -> None:
     z = np.log(np.array([0.5, 0.3, 0.1, 0.1], dtype=np.float32))
     assert np.isfinite(top_p(z, 0.5)).tolist() == [True, False, False, False]
     assert np.isfinite(top_p(z, 0.8)).tolist() == [True, True, False, False]
+
+
+def test_a_row_with_nothing_left_says_what_to_loosen() -> None:
+    from numpylm.sampling import softmax
+
+    with pytest.raises(ValueError) as err:
+        softmax(np.array([[0.0, 1.0], [-np.inf, -np.inf]], dtype=np.float32))
+    assert str(err.value) == (
+        "every token of a row was removed (all logits are -inf): nothing is left to sample; "
+        "loosen the filters (top_k, top_p, min_p) or check the logits"
+    )
+
+
+def test_softmax_checks_along_its_own_axis() -> None:
+    """Bug: the check made along the last axis whatever ``axis`` is: a column that is all -inf
+    is a distribution with nothing in it when the softmax runs down the columns."""
+    from numpylm.sampling import softmax
+
+    z = np.array([[0.0, -np.inf], [1.0, -np.inf]], dtype=np.float32)  # rows fine, column 1 not
+    np.testing.assert_allclose(softmax(z)[:, 0], 1.0)
+    with pytest.raises(ValueError, match="every token of a row was removed"):
+        softmax(z, axis=0)
