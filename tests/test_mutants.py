@@ -543,3 +543,14 @@ def test_softmax_checks_along_its_own_axis() -> None:
     np.testing.assert_allclose(softmax(z)[:, 0], 1.0)
     with pytest.raises(ValueError, match="every token of a row was removed"):
         softmax(z, axis=0)
+
+
+@pytest.mark.parametrize("name", ["frequency_penalty", "presence_penalty"])
+def test_openai_penalties_take_both_ends_of_their_range(name: str) -> None:
+    """OpenAI's range is [-2, 2], both ends included (bug: -2 refused)."""
+    from numpylm import sampling
+
+    function = getattr(sampling, name)
+    logits, counts = np.zeros(2, dtype=np.float32), np.array([1, 0])
+    np.testing.assert_array_equal(function(logits, counts, -2.0), [2.0, 0.0])
+    np.testing.assert_array_equal(function(logits, counts, 2.0), [-2.0, 0.0])
