@@ -194,7 +194,7 @@ def test_the_finetuning_page_shows_the_real_scores(
 
 def test_the_training_page_computes_the_built_in_models_scale() -> None:
     model, _ = numpylm.load()
-    n = sum(p.size for p in model.params.values())
+    n = model.num_params()
     d = 1300 * 16 * model.config.n_ctx  # the model card's steps, batch and context
     card = (ROOT / "src/numpylm/builtin/shakespeare/MODEL_CARD.md").read_text(encoding="utf-8")
     page = " ".join((ROOT / "docs/guide/training.md").read_text(encoding="utf-8").split())

@@ -175,7 +175,7 @@ def test_code_blocks_run(
         if block.executed:  # as the build runs it: in its session, or alone
             namespace = sessions.setdefault(block.session, {}) if block.session else {}
             namespace["__name__"] = "__main__"
-            before = sorted(tmp_path.rglob("*"))
+            before = set(tmp_path.rglob("*"))
         else:
             namespace = reader
         try:
@@ -183,7 +183,7 @@ def test_code_blocks_run(
         except Exception as e:
             raise AssertionError(f"the code block at {block.name} failed: {e!r}") from e
         if block.executed:
-            written = [str(w.relative_to(tmp_path)) for w in set(tmp_path.rglob("*")) - {*before}]
+            written = [str(w.relative_to(tmp_path)) for w in set(tmp_path.rglob("*")) - before]
             assert not written, (
                 f"the code block at {block.name} runs at build time, in the repository's root, "
                 f"and must not write files; it wrote {sorted(written)}"
