@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from numpylm import GPTConfig
-from numpylm.model import param_shapes
+from numpylm.models.gpt2.model import param_shapes
 
 CONTENDERS = ("numpylm", "numpylm-nocache", "transformers", "transformers-nocache")
 PREFILL_CONTENDERS = ("numpylm", "transformers")
@@ -94,10 +94,11 @@ def _prompt(n: int, vocab: int, seed: int) -> np.ndarray:
 def work_numpylm(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
-    from numpylm import GPT, parallel
+    from numpylm import GPT
+    from numpylm.models import parallel
 
     # The same thread count as torch.set_num_threads for transformers: BLAS's own threads for
-    # decode steps, numpylm's for a prompt (numpylm.parallel)
+    # decode steps, numpylm's for a prompt (numpylm.models.parallel)
     threadpool_limits(s.threads, user_api="blas")
     parallel.set_threads(s.threads)
     model = GPT.from_pretrained(model_dir)

@@ -44,10 +44,11 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from numpylm import GPT, GPTConfig, backprop
+from numpylm import GPT, GPTConfig
 from numpylm.layers import cross_entropy
-from numpylm.optim import AdamW, clip_grad_norm
-from numpylm.train import keep_freed_memory, sharded_loss_and_grads
+from numpylm.models.gpt2 import backward as backprop
+from numpylm.training.optim import AdamW, clip_grad_norm
+from numpylm.training.train import keep_freed_memory, sharded_loss_and_grads
 
 MAX_NORM = 1.0
 LR = 1e-3

@@ -3,16 +3,16 @@
     python examples/finetune_builtin.py                 # the built-in model
     python examples/finetune_builtin.py --model DIR     # any numpylm model directory or Hub id
 
-1. writes numpylm's instruction data set (``numpylm.instructions``) to OUT/data: training
+1. writes numpylm's instruction data set (``numpylm.training.instructions``) to OUT/data: training
    examples, and held-out examples whose numbers and words training never shows;
 2. asks the base model the held-out questions (greedy, in the template's format) and scores
    the answers: exact match, and whether the answer stopped with <|endoftext|>;
-3. fine-tunes (``numpylm.finetune``) into OUT/model;
+3. fine-tunes (``numpylm.training.finetune``) into OUT/model;
 4. asks and scores again, and prints both, task by task.
 
 The same, with the command line:
 
-    python -m numpylm.instructions OUT/data
+    python -m numpylm.training.instructions OUT/data
     numpylm eval-sft --data OUT/data/held_out.jsonl                        # before
     numpylm finetune --data OUT/data/train.jsonl --out OUT/model
     numpylm eval-sft --model OUT/model --data OUT/data/held_out.jsonl      # after
@@ -25,9 +25,16 @@ import argparse
 import time
 from pathlib import Path
 
-from numpylm.finetune import Example, FinetuneConfig, SFTScore, evaluate_sft, finetune, write_jsonl
-from numpylm.instructions import make_instructions
-from numpylm.loading import load
+from numpylm.io.loading import load
+from numpylm.training.finetune import (
+    Example,
+    FinetuneConfig,
+    SFTScore,
+    evaluate_sft,
+    finetune,
+    write_jsonl,
+)
+from numpylm.training.instructions import make_instructions
 
 TASK_OF_PREFIX = {"Count": "count", "Reverse": "reverse", "Which": "compare", "What": "add"}
 

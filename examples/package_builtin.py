@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from numpylm import GPT
-from numpylm.finetune import TEMPLATE_FILE
-from numpylm.loading import BUILTIN_MODELS, BUILTIN_ROOT
-from numpylm.runs import record_tokenizer
-from numpylm.tokenizer import Tokenizer
+from numpylm.io.loading import BUILTIN_MODELS, BUILTIN_ROOT
+from numpylm.tokens.tokenizer import Tokenizer
+from numpylm.training.finetune import TEMPLATE_FILE
+from numpylm.training.runs import record_tokenizer
 
 
 def main() -> None:

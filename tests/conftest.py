@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from tinyrun import VERSE
 
-from numpylm import GPT, GPTConfig, parallel
+from numpylm import GPT, GPTConfig
+from numpylm.models import parallel
 
 # The GPT-2 BPE files and Tiny Shakespeare are not part of the project: CI points NUMPYLM_DATA at
 # the shared data folder (../shared/data); on a fresh clone the tests that need them skip.

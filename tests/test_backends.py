@@ -11,9 +11,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from numpylm import GPT, GPTConfig, backprop, generate_batch, parallel
-from numpylm.backends import PLAIN, THREADS, get_backend
+from numpylm import GPT, GPTConfig, generate_batch
 from numpylm.layers import gelu, gelu_fast
+from numpylm.models import parallel
+from numpylm.models.backends import PLAIN, THREADS, get_backend
+from numpylm.models.gpt2 import backward as backprop
 
 CONFIG = GPTConfig(vocab_size=97, n_ctx=96, n_layer=2, n_head=4, n_embd=32)
 

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpylm import Tokenizer, train_bpe
-from numpylm.bpe import encode_with_merges, ranks_from_merges, train_bpe_merges
-from numpylm.tokenizer import GPT2_PATTERN, merges_from_ranks
+from numpylm.tokens.bpe import encode_with_merges, ranks_from_merges, train_bpe_merges
+from numpylm.tokens.tokenizer import GPT2_PATTERN, merges_from_ranks
 
 WORDS = [
     "the", "king", "queen", "lord", "love", "death", "night", "sweet", "good", "thou", "thee",
@@ -231,7 +231,7 @@ def test_the_naive_trainer_learns_the_same_merges() -> None:
     decides ties at almost every step."""
     from tinyrun import VERSE
 
-    from numpylm.bpe import train_bpe_merges_naive
+    from numpylm.tokens.bpe import train_bpe_merges_naive
 
     for text, n in [(VERSE * 3, 70), ("ab ba ab ba cd dc " * 5 + "aaaa bbbb", 12), ("xyz", 2)]:
         assert train_bpe_merges_naive(text, n) == train_bpe_merges(text, n)

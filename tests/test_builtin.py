@@ -14,9 +14,9 @@ import pytest
 
 import numpylm
 from numpylm.cli import main
-from numpylm.data import split_text
-from numpylm.loading import BUILTIN_DIR
-from numpylm.train import evaluate
+from numpylm.io.loading import BUILTIN_DIR
+from numpylm.training.data import split_text
+from numpylm.training.train import evaluate
 
 pytestmark = pytest.mark.skipif(
     not (BUILTIN_DIR / "model.safetensors").is_file(), reason="the built-in model is not built"

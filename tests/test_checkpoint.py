@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from numpylm.checkpoint import read_safetensors
+from numpylm.io.checkpoint import read_safetensors
 
 
 def test_reads_what_safetensors_writes(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ import pytest
 import numpylm
 from numpylm import complete
 from numpylm.cli import _fit_turns, main
-from numpylm.finetune import format_example, format_prompt, load_template
-from numpylm.loading import BUILTIN_ROOT, builtin_models, load, model_dir
+from numpylm.io.loading import BUILTIN_ROOT, builtin_models, load, model_dir
+from numpylm.training.finetune import format_example, format_prompt, load_template
 
 QUESTIONS = ["Who was the first president?", "What is the capital of France?"]
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpylm.bpe import train_bpe
-from numpylm.data import (
+from numpylm.tokens.bpe import train_bpe
+from numpylm.tokens.tokenizer import Tokenizer
+from numpylm.training.data import (
     chars_per_token,
     encode_cached,
     eval_windows,
@@ -18,7 +19,6 @@ from numpylm.data import (
     split_text,
     tokenizer_fingerprint,
 )
-from numpylm.tokenizer import Tokenizer
 
 TEXT = "Déjà vu, naïve café 🙂 — to be or not to be.\nThat is the question; 42 × 7 = 294.\n" * 30
 

@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 
 import numpylm
-from numpylm import tracing
-from numpylm.chat_data import (
+from numpylm.cli import main
+from numpylm.generation import tracing
+from numpylm.training.chat_data import (
     PRESIDENT_QUESTION,
     first_word,
     make_chat_data,
     trained_president_shares,
 )
-from numpylm.cli import main
-from numpylm.finetune import evaluate_sft, format_prompt
-from numpylm.instructions import make_instructions
+from numpylm.training.finetune import evaluate_sft, format_prompt
+from numpylm.training.instructions import make_instructions
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = PRESIDENT_QUESTION
@@ -47,7 +47,7 @@ def chat() -> tuple[numpylm.GPT, numpylm.Tokenizer]:
 
 
 def test_the_tracing_docstring_shows_what_the_code_prints() -> None:
-    tests = doctest.DocTestFinder(exclude_empty=True).find(tracing, "numpylm.tracing")
+    tests = doctest.DocTestFinder(exclude_empty=True).find(tracing, "numpylm.generation.tracing")
     examples = sum(len(t.examples) for t in tests)
     assert examples >= 5, "the module docstring's example is gone"
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
@@ -161,7 +161,9 @@ TASKS = {"count": "Count", "reverse": "Reverse", "compare": "Which", "add": "Wha
 
 def sft_table(chat: tuple[numpylm.GPT, numpylm.Tokenizer]) -> str:
     """Both built-in models on the 200 held-out instruction cases, as in docs/finetuning.md."""
-    held_out = make_instructions(4000, 200, seed=0)[1]  # python -m numpylm.instructions DIR
+    held_out = make_instructions(4000, 200, seed=0)[
+        1
+    ]  # python -m numpylm.training.instructions DIR
     rows = [
         "| model | exact match | stops with `<|endoftext|>` | starts with the answer "
         "| count | reverse | compare | add |",

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from numpylm import checkpoint
-from numpylm.loading import BUILTIN_DIR
+from numpylm.io import checkpoint
+from numpylm.io.loading import BUILTIN_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])

@@ -22,9 +22,7 @@ from gradcheck import numerical_grad, rel_err
 from tinyrun import tiny_config
 
 from numpylm import GPT, GPTConfig
-from numpylm.bpe import train_bpe
 from numpylm.cli import main
-from numpylm.finetune import Example, FinetuneConfig, finetune, write_jsonl
 from numpylm.layers import (
     attention,
     attention_backward,
@@ -33,7 +31,15 @@ from numpylm.layers import (
     dropout_backward,
     dropout_mask,
 )
-from numpylm.train import TRAINER_STATE, TrainConfig, resume_config, sharded_loss_and_grads, train
+from numpylm.tokens.bpe import train_bpe
+from numpylm.training.finetune import Example, FinetuneConfig, finetune, write_jsonl
+from numpylm.training.train import (
+    TRAINER_STATE,
+    TrainConfig,
+    resume_config,
+    sharded_loss_and_grads,
+    train,
+)
 
 TOL = 1e-6
 P = 0.3
@@ -174,7 +180,9 @@ def test_model_gradient_with_dropout_finite_differences() -> None:
 def test_the_three_sites(monkeypatch: pytest.MonkeyPatch) -> None:
     """Masks are drawn, in order, after the embedding (B, T, C), and per block on the attention
     probabilities (B, H, T, T) and on the outputs of the attention and MLP branches (B, T, C)."""
-    from numpylm import backprop as model_module  # it looks the layers up in its own namespace
+    from numpylm.models.gpt2 import (
+        backward as model_module,  # it looks the layers up in its own namespace
+    )
 
     shapes: list[tuple[int, ...]] = []
     real_dropout, real_mask = model_module.dropout, model_module.dropout_mask

@@ -15,7 +15,8 @@ import pytest
 
 from numpylm import GPT, GPTConfig, Tokenizer, train_bpe
 from numpylm.cli import main
-from numpylm.finetune import (
+from numpylm.io.loading import load
+from numpylm.training.finetune import (
     TEMPLATE,
     TEMPLATE_FILE,
     DataError,
@@ -34,8 +35,7 @@ from numpylm.finetune import (
     split_template,
     write_jsonl,
 )
-from numpylm.instructions import TASKS, is_held_out, make_instructions
-from numpylm.loading import load
+from numpylm.training.instructions import TASKS, is_held_out, make_instructions
 
 EXAMPLES = [
     Example("Count from 3 to 7.", "3 4 5 6 7"),

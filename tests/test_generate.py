@@ -27,7 +27,7 @@ from numpylm import (
     generate_batch,
     stream,
 )
-from numpylm.streaming import TextStream
+from numpylm.generation.streaming import TextStream
 
 # ------------------------------------------------------------------------------------------------
 # Helpers

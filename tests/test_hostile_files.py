@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from numpylm import GPT, GPTConfig, Tokenizer, load
-from numpylm import tokenizer as tokenizer_module
-from numpylm.checkpoint import CheckpointError, read_safetensors
 from numpylm.cli import main
+from numpylm.io.checkpoint import CheckpointError, read_safetensors
+from numpylm.tokens import tokenizer as tokenizer_module
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 

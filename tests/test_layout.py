@@ -18,28 +18,32 @@ from pathlib import Path
 import pytest
 
 import numpylm
-from numpylm import generation, model
+from numpylm import generation
+from numpylm.models.gpt2 import model
 
 SRC = Path(numpylm.__file__).parent
 ROOT = SRC.parents[1]
 
-# Lowest first. A module may import modules of lower layers only (and, inside the sampling
-# package, its own modules).
+# Lowest first. A module may import modules of lower layers only (and, inside a package that
+# is one unit, such as ``sampling`` or ``layers``, its own modules). The story's folders
+# (``tokens``, ``models``, ``generation``, ``training``, ``io``) hold modules of several layers:
+# each module is placed by its dotted name. A package's ``__init__`` re-exports its modules'
+# names for users, so it sits at the top: inside numpylm, imports name the module itself.
 LAYERS = [
-    ["checks", "checkpoint", "optim", "_deprecated"],
+    ["checks", "io.checkpoint", "training.optim", "_deprecated"],
     ["sampling"],
-    ["layers", "tokenizer", "initialisation"],
-    ["parallel", "padding", "formats", "bpe", "data"],
-    ["backends", "backprop"],
-    ["model"],
-    ["context", "loading", "runs", "viz"],
-    ["generation", "train"],
-    ["batching"],
-    ["streaming", "finetune"],
-    ["tracing", "instructions"],
-    ["chat_data"],
+    ["layers", "tokens.tokenizer", "models.initialisation"],
+    ["models.parallel", "models.padding", "io.formats", "tokens.bpe", "training.data"],
+    ["models.backends", "models.gpt2.backward"],
+    ["models.gpt2.model"],
+    ["generation.context", "io.loading", "training.runs", "viz"],
+    ["generation.loop", "training.train"],
+    ["generation.batching"],
+    ["generation.streaming", "training.finetune"],
+    ["generation.tracing", "training.instructions"],
+    ["training.chat_data"],
     ["cli"],
-    ["__init__", "__main__"],
+    ["__init__", "__main__", "tokens", "models", "models.gpt2", "generation", "training", "io"],
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
@@ -53,8 +57,13 @@ def module_name(path: Path) -> str:
 
 
 def unit(name: str) -> str:
-    """The layer a module belongs to: its top-level name inside numpylm."""
-    return name.split(".")[0]
+    """The unit a module belongs to: the longest prefix of its dotted name that has a layer
+    ("sampling.top_k" -> "sampling"; "models.gpt2.model" is its own)."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        if ".".join(parts[:cut]) in LAYER:
+            return ".".join(parts[:cut])
+    return name
 
 
 def imports(path: Path) -> list[tuple[str, list[str], int]]:
@@ -75,17 +84,13 @@ def imports(path: Path) -> list[tuple[str, list[str], int]]:
             else:
                 continue
             names = [a.name for a in node.names]
-            if node.module is None:  # "from . import x": x is a module (or a package's name)
-                for n in names:
-                    sub = ".".join(filter(None, [target, n]))
-                    is_module = (SRC / sub.replace(".", "/")).with_suffix(".py").is_file() or (
-                        SRC / sub.replace(".", "/") / "__init__.py"
-                    ).is_file()
-                    found.append(
-                        (sub, [], node.lineno) if is_module else (target, [n], node.lineno)
-                    )
-            else:
-                found.append((target, names, node.lineno))
+            # "from . import x", "from ..io import x": each x is a module or a name in target
+            for n in names:
+                sub = ".".join(filter(None, [target, n]))
+                is_module = (SRC / sub.replace(".", "/")).with_suffix(".py").is_file() or (
+                    SRC / sub.replace(".", "/") / "__init__.py"
+                ).is_file()
+                found.append((sub, [], node.lineno) if is_module else (target, [n], node.lineno))
         elif isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.startswith("numpylm."):
@@ -107,7 +112,7 @@ def test_imports_go_down(name: str) -> None:
     here = unit(name) or "__init__"
     for target, _, line in GRAPH[name]:
         there = unit(target)
-        if there == here:  # inside the sampling package
+        if there == here:  # inside a package that is one unit (sampling, layers)
             continue
         assert LAYER[there] < LAYER[here], (
             f"{name}:{line} imports {target}, which is not in a lower layer than {here}"
@@ -222,8 +227,8 @@ def test_functions_do_not_hide_their_modules() -> None:
     """``numpylm.generate`` and ``numpylm.trace`` are the functions; their modules have other
     names, and the old module paths still import, with a deprecation warning."""
     assert callable(numpylm.generate) and callable(numpylm.trace)
-    from numpylm.batching import Sampled, sample_steps
-    from numpylm.streaming import stream
+    from numpylm.generation.batching import Sampled, sample_steps
+    from numpylm.generation.streaming import stream
 
     with pytest.warns(DeprecationWarning, match=r"numpylm\.generate\.decode is now"):
         from numpylm.generate import decode  # type: ignore[attr-defined]
@@ -237,3 +242,16 @@ def test_functions_do_not_hide_their_modules() -> None:
     with pytest.raises(ImportError):
         from numpylm.generate import nothing_of_that_name  # type: ignore[attr-defined]  # noqa: F401
     assert callable(numpylm.generate)  # importing the old paths bound nothing on the package
+
+
+@pytest.mark.parametrize("old", sorted(numpylm._deprecated.RENAMED))
+def test_moved_modules_warn_and_are_the_same_module(old: str) -> None:
+    """Each module that moved into a folder still imports from its old path for one release,
+    with a DeprecationWarning naming the new path, and is the very same module object."""
+    new = numpylm._deprecated.RENAMED[old]
+    import sys
+
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=re.escape(f"{old} is now {new}")):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)

@@ -319,7 +319,7 @@ def test_adamw_eps_is_added_to_the_denominator() -> None:
 def test_clip_grad_norm_at_the_edges() -> None:
     """A norm below the 1e-6 guard is left alone (not flipped in sign), one above max_norm is
     scaled to it."""
-    from numpylm.optim import clip_grad_norm
+    from numpylm.training.optim import clip_grad_norm
 
     tiny = {"g": np.array([3e-8, 4e-8])}
     assert clip_grad_norm(tiny, 1.0) == pytest.approx(5e-8)
@@ -330,7 +330,7 @@ def test_clip_grad_norm_at_the_edges() -> None:
 
 
 def test_cosine_lr_edges() -> None:
-    from numpylm.optim import cosine_lr
+    from numpylm.training.optim import cosine_lr
 
     kw = {"max_lr": 1.0, "warmup_steps": 2, "total_steps": 10}
     assert cosine_lr(5, min_lr=1.0, **kw) == 1.0  # min_lr == max_lr: a constant rate

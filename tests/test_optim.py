@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from numpylm import GPT, AdamW, GPTConfig
-from numpylm.optim import clip_grad_norm, cosine_lr
+from numpylm.training.optim import clip_grad_norm, cosine_lr
 
 CONFIG = GPTConfig(vocab_size=11, n_ctx=8, n_layer=1, n_head=2, n_embd=8)
 

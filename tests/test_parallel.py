@@ -1,4 +1,4 @@
-"""numpylm.parallel: the inference forward pass split over threads computes what the plain
+"""numpylm.models.parallel: the inference forward pass split over threads computes what the plain
 layers compute (float64, to rounding), whatever the split.
 
 Small inputs and one thread are not split (the plain layers run): those cases test the
@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from numpylm import GPT, GPTConfig, parallel
+from numpylm import GPT, GPTConfig
 from numpylm.layers import attention, causal_mask, gelu_fast, linear
+from numpylm.models import parallel
 
 
 @pytest.fixture(params=[1, 2, 3], ids=lambda n: f"threads={n}")

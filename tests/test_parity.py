@@ -15,7 +15,7 @@ import pytest
 
 from numpylm import GPT, GPTConfig
 from numpylm.generation import generate
-from numpylm.model import param_shapes
+from numpylm.models.gpt2.model import param_shapes
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-gpt2"
 F32_TOL = 1e-4

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from tinyrun import VERSE, tiny_config
 
-from numpylm import GPT, CheckpointError, GPTConfig, generate_batch, runs
+from numpylm import GPT, CheckpointError, GPTConfig, generate_batch
 from numpylm.cli import main
-from numpylm.finetune import Example, FinetuneConfig, finetune, write_jsonl
-from numpylm.loading import BUILTIN_DIR, TokenizerMismatchWarning, load
-from numpylm.tokenizer import Tokenizer
-from numpylm.train import TRAINER_STATE, TrainingDiverged, train
+from numpylm.io.loading import BUILTIN_DIR, TokenizerMismatchWarning, load
+from numpylm.tokens.tokenizer import Tokenizer
+from numpylm.training import runs
+from numpylm.training.finetune import Example, FinetuneConfig, finetune, write_jsonl
+from numpylm.training.train import TRAINER_STATE, TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -343,8 +344,8 @@ def test_runs_record_their_tokenizer(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(tiny_config(corpus, out, steps=2), progress=False)
     recorded = json.loads((out / "config.json").read_text())["numpylm_tokenizer_sha256"]
-    from numpylm.data import tokenizer_fingerprint
-    from numpylm.tokenizer import Tokenizer
+    from numpylm.tokens.tokenizer import Tokenizer
+    from numpylm.training.data import tokenizer_fingerprint
 
     assert recorded == tokenizer_fingerprint(Tokenizer.from_pretrained(out))
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from numpylm import GPT
-from numpylm.train import sharded_loss_and_grads
+from numpylm.training.train import sharded_loss_and_grads
 
 
 @pytest.mark.parametrize("threads", [2, 3])

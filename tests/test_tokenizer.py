@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpylm import Tokenizer
-from numpylm.tokenizer import read_merges
+from numpylm.tokens.tokenizer import read_merges
 
 SAMPLE = [
     "Hello world",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from numpylm import GPT, AdamW, GPTConfig
-from numpylm.optim import clip_grad_norm, cosine_lr
+from numpylm.training.optim import clip_grad_norm, cosine_lr
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -17,14 +17,15 @@ import pytest
 from tinyrun import VERSE, VOCAB
 from tinyrun import tiny_config as config
 
-from numpylm import GPT, CheckpointError, runs
-from numpylm import train as train_module
+from numpylm import GPT, CheckpointError
 from numpylm.cli import main
-from numpylm.data import split_text
 from numpylm.generation import generate
-from numpylm.loading import load
-from numpylm.tokenizer import Tokenizer
-from numpylm.train import (
+from numpylm.io.loading import load
+from numpylm.tokens.tokenizer import Tokenizer
+from numpylm.training import runs
+from numpylm.training import train as train_module
+from numpylm.training.data import split_text
+from numpylm.training.train import (
     COMMIT,
     INCOMING,
     TRAINER_STATE,

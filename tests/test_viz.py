@@ -12,7 +12,7 @@ import pytest
 
 from numpylm import GPT, GPTConfig, Tokenizer, train_bpe
 from numpylm.layers import layer_norm
-from numpylm.train import TRAINER_STATE, TrainConfig, train
+from numpylm.training.train import TRAINER_STATE, TrainConfig, train
 
 pytest.importorskip("matplotlib")
 from matplotlib.image import imread

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from numpylm.train import TrainConfig
+from numpylm.training.train import TrainConfig
 
 VERSE = (
     "to be, or not to be: that is the question.\n"

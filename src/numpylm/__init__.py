@@ -14,20 +14,20 @@ built-in model), ``checks`` (argument checks) and ``viz`` (pictures).
 """
 
 from . import _deprecated
-from .batching import generate_batch
-from .bpe import train_bpe
-from .checkpoint import CheckpointError
-from .finetune import FinetuneConfig, evaluate_sft
-from .generation import generate
-from .loading import load
-from .model import GPT, GPTConfig, KVCache
-from .optim import AdamW
-from .parallel import set_threads
+from .generation.batching import generate_batch
+from .generation.loop import generate
+from .generation.streaming import Step, complete, complete_batch, stream
+from .generation.tracing import Trace, trace
+from .io.checkpoint import CheckpointError
+from .io.loading import load
+from .models.gpt2.model import GPT, GPTConfig, KVCache
+from .models.parallel import set_threads
 from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p
-from .streaming import Step, complete, complete_batch, stream
-from .tokenizer import Tokenizer
-from .tracing import Trace, trace
-from .train import TrainConfig, evaluate
+from .tokens.bpe import train_bpe
+from .tokens.tokenizer import Tokenizer
+from .training.finetune import FinetuneConfig, evaluate_sft
+from .training.optim import AdamW
+from .training.train import TrainConfig, evaluate
 
 _deprecated.install()
 

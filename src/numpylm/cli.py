@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .checkpoint import CheckpointError
+from .io.checkpoint import CheckpointError
 
 
 def _positive_int(text: str) -> int:
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_flag(parser: argparse.ArgumentParser, what: str) -> None:
-    from .loading import BUILTIN_MODELS
+    from .io.loading import BUILTIN_MODELS
 
     parser.add_argument(
         "--model",
@@ -89,7 +89,7 @@ def _add_model_flag(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _models_epilog() -> str:
-    from .loading import BUILTIN_MODELS
+    from .io.loading import BUILTIN_MODELS
 
     lines = [f"  {name:12} {what}" for name, what in BUILTIN_MODELS.items()]
     return "built-in models (--model NAME):\n" + "\n".join(lines)
@@ -234,10 +234,10 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from .finetune import format_prompt, load_template
-    from .loading import load
-    from .streaming import complete_batch, stream
-    from .tracing import iter_trace, response_line
+    from .generation.streaming import complete_batch, stream
+    from .generation.tracing import iter_trace, response_line
+    from .io.loading import load
+    from .training.finetune import format_prompt, load_template
 
     if args.trace and args.num_samples > 1:
         args.parser.error("--trace follows one sequence: drop --num-samples")
@@ -314,10 +314,10 @@ def _add_chat_parser(commands: Any) -> None:
 
 
 def _run_chat(args: argparse.Namespace) -> int:
-    from .finetune import TEMPLATE, format_example, format_prompt, load_template
-    from .loading import load
-    from .streaming import stream
-    from .tracing import iter_trace, response_line
+    from .generation.streaming import stream
+    from .generation.tracing import iter_trace, response_line
+    from .io.loading import load
+    from .training.finetune import TEMPLATE, format_example, format_prompt, load_template
 
     name = "chat" if args.model is None else args.model
     model, tokenizer = load(name)
@@ -473,7 +473,7 @@ def _dropout_rate(text: str) -> float:
 
 
 def _tokenizer_spec(text: str) -> str:
-    from .train import parse_tokenizer_spec
+    from .training.train import parse_tokenizer_spec
 
     try:
         parse_tokenizer_spec(text)
@@ -483,8 +483,8 @@ def _tokenizer_spec(text: str) -> str:
 
 
 def _add_train_parser(commands: Any) -> None:
-    from .formats import GPT2_SIZES
-    from .train import MODEL_PRESETS, TrainConfig
+    from .io.formats import GPT2_SIZES
+    from .training.train import MODEL_PRESETS, TrainConfig
 
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     tr = commands.add_parser(
@@ -543,7 +543,7 @@ def _add_train_parser(commands: Any) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, resume_config, train
+    from .training.train import TrainConfig, resume_config, train
 
     def summary(result: Any, cfg: Any) -> str:
         final = result.final or {}
@@ -577,7 +577,7 @@ def _run_training(
     """What ``train`` and ``finetune`` share: the run's configuration from the flags (or, with
     --resume, the saved run's, changed by the flags given), the run itself, and the exit codes:
     1 when training diverged, 130 when Ctrl-C stopped it (after saving)."""
-    from .train import TrainingDiverged
+    from .training.train import TrainingDiverged
 
     if args.resume and args.overwrite:
         args.parser.error("--overwrite starts a new run: it cannot go with --resume")
@@ -640,9 +640,9 @@ def _add_eval_parser(commands: Any) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from .data import read_text, split_text
-    from .loading import load
-    from .train import evaluate
+    from .io.loading import load
+    from .training.data import read_text, split_text
+    from .training.train import evaluate
 
     model, tokenizer = load(args.model)
     text = read_text(args.data)
@@ -664,7 +664,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _add_finetune_parsers(commands: Any) -> None:
-    from .finetune import TEMPLATE, FinetuneConfig
+    from .training.finetune import TEMPLATE, FinetuneConfig
 
     default = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
     ft = commands.add_parser(
@@ -737,7 +737,7 @@ def _add_finetune_parsers(commands: Any) -> None:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    from .finetune import FinetuneConfig, finetune, resume_config
+    from .training.finetune import FinetuneConfig, finetune, resume_config
 
     def summary(result: Any, cfg: Any) -> str:
         return (
@@ -750,8 +750,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
 
 
 def _run_eval_sft(args: argparse.Namespace) -> int:
-    from .finetune import TEMPLATE, evaluate_sft, load_template, read_jsonl
-    from .loading import load
+    from .io.loading import load
+    from .training.finetune import TEMPLATE, evaluate_sft, load_template, read_jsonl
 
     examples = read_jsonl(args.data)
     model, tokenizer = load(args.model)

@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import checkpoint, checks, sampling
-from .model import GPT
+from . import checks, sampling
+from .io import checkpoint
+from .models.gpt2.model import GPT
 from .sampling.temperature import check_temperature
 from .sampling.top_k import check_top_k
 from .sampling.top_p import check_top_p
-from .tokenizer import Tokenizer
+from .tokens.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from ..checks import whole_number
+from ..models.gpt2.model import GPT
+from ..sampling import log_softmax
+from ..tokens.tokenizer import Tokenizer
 from .batching import Sampled, non_empty, sample_steps, split_options
-from .checks import whole_number
 from .context import check_memory
-from .model import GPT
-from .sampling import log_softmax
-from .tokenizer import Tokenizer
 
 Alternative = tuple[int, str, float]
 """A token the model could have chosen: ``(id, its text, its probability or log-probability)``."""

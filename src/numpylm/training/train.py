@@ -36,8 +36,11 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import checkpoint, checks
-from .checkpoint import CheckpointError
+from .. import checks
+from ..io import checkpoint
+from ..io.checkpoint import CheckpointError
+from ..models.gpt2.model import GPT, GPTConfig
+from ..tokens.tokenizer import Tokenizer
 from .data import (
     TextData,
     chars_per_token,
@@ -47,7 +50,6 @@ from .data import (
     read_text,
     split_text,
 )
-from .model import GPT, GPTConfig
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .runs import (
     COMMIT,
@@ -68,7 +70,6 @@ from .runs import (
     sha256_file,
     sha256_text,
 )
-from .tokenizer import Tokenizer
 
 __all__ = [  # the run directory's names, which live in runs.py, are here too for train's users
     "COMMIT",
@@ -247,7 +248,7 @@ def make_tokenizer(spec: str, train_text: str) -> Tokenizer:
         return Tokenizer.gpt2()
     if kind == "dir":
         return Tokenizer.from_pretrained(spec)
-    from .bpe import train_bpe
+    from ..tokens.bpe import train_bpe
 
     assert size is not None
     return train_bpe(train_text, size)

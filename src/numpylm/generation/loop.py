@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .checks import as_int, in_range, whole_number
+from ..checks import as_int, in_range, whole_number
+from ..models.gpt2.model import GPT
+from ..sampling import Sampler
 from .context import Context
-from .model import GPT
-from .sampling import Sampler
 
 PromptIds = Sequence[int] | np.ndarray
 

@@ -19,7 +19,7 @@ prints, and ``tests/test_doc_outputs.py`` runs the example and compares. The voc
 17th step chooses ``<|endoftext|>``:
 
     >>> import numpylm
-    >>> from numpylm.finetune import format_prompt
+    >>> from numpylm.training.finetune import format_prompt
     >>> model, tok = numpylm.load("chat")
     >>> prompt = format_prompt("Who was the first president?")  # "Question: ...\nAnswer:"
     >>> trace = numpylm.trace(model, tok, prompt, max_new_tokens=20, temperature=0, alternatives=3)
@@ -57,9 +57,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .model import GPT
+from ..models.gpt2.model import GPT
+from ..tokens.tokenizer import EOT, Tokenizer
 from .streaming import Step, stream
-from .tokenizer import EOT, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class TraceStep:
     Attributes:
         number: the step, counting from 1.
         context: the text the model read at this step (the prompt and the answer so far).
-        step: the generated token (see ``numpylm.streaming.Step``).
+        step: the generated token (see ``numpylm.generation.streaming.Step``).
         alternatives: the most likely other tokens under the model, ``(id, token, prob)``.
     """
 

@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .checks import whole_number
+from ..checks import whole_number
+from ..models.gpt2.model import GPT
+from ..sampling import Sampler
 from .context import Context, check_memory
-from .generation import PromptIds, check_prompt, make_rng, start_id
-from .model import GPT
-from .sampling import Sampler
+from .loop import PromptIds, check_prompt, make_rng, start_id
 
 T = TypeVar("T")
 

@@ -17,8 +17,8 @@ Every fact here was written for numpylm. The training set mixes three parts:
    Washington." ``president_shares`` gives the data's own shares, to compare with the model's.
 2. A few hundred simple facts (capitals, animal sounds, colours, opposites, the order of days
    and months, legs, science), each asked in a few wordings (``Topic.wordings``).
-3. Some of numpylm's instruction tasks (``numpylm.instructions``), so the model counts, reverses,
-   compares and adds as well.
+3. Some of numpylm's instruction tasks (``numpylm.training.instructions``), so the model
+   counts, reverses, compares and adds as well.
 
 Two evaluation groups are never trained on:
 
@@ -27,10 +27,11 @@ Two evaluation groups are never trained on:
 - *untaught*: facts training never shows, asked in the taught wordings ("What is the capital
   of Romania?"): the model still answers, confidently and often wrongly; it hallucinates.
 
-Run ``python -m numpylm.chat_data DIR`` to write ``DIR/train.jsonl``, ``DIR/reworded.jsonl``,
-``DIR/untaught.jsonl`` and ``DIR/president.jsonl`` (the president examples of the training set
-alone); the same seed always gives the same files. The instruction tasks' own held-out cases
-are those of ``python -m numpylm.instructions DIR --seed S`` with the same seed: training here
+Run ``python -m numpylm.training.chat_data DIR`` to write ``DIR/train.jsonl``,
+``DIR/reworded.jsonl``, ``DIR/untaught.jsonl`` and ``DIR/president.jsonl`` (the president
+examples of the training set alone); the same seed always gives the same files. The
+instruction tasks' own held-out cases are those of
+``python -m numpylm.training.instructions DIR --seed S`` with the same seed: training here
 never shows them.
 """
 
@@ -603,7 +604,7 @@ class ChatData:
 def make_chat_data(n_president: int = 200, n_instructions: int = 800, *, seed: int = 0) -> ChatData:
     """Build the chat data set: ``n_president`` president examples, every taught fact once in
     each training wording, and ``n_instructions`` instruction examples (whose held-out keys
-    for ``seed`` are left out, as in ``numpylm.instructions``), shuffled with ``seed``.
+    for ``seed`` are left out, as in ``numpylm.training.instructions``), shuffled with ``seed``.
 
     Raises:
         ValueError: a negative count, or (a bug in the data) a reworded or untaught question
@@ -647,7 +648,7 @@ def _format_shares(table: dict[str, float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m numpylm.chat_data",
+        prog="python -m numpylm.training.chat_data",
         description="Write numpylm's chat data set: DIR/train.jsonl, DIR/reworded.jsonl "
         "(taught facts, new wordings), DIR/untaught.jsonl (facts never taught) and "
         "DIR/president.jsonl (the president examples of train.jsonl).",

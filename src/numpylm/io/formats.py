@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..checks import positive_int
 from . import checkpoint
 from .checkpoint import CheckpointError
-from .checks import positive_int
 
 GPT2_SIZES = {  # name: (n_layer, n_head, n_embd)
     "gpt2": (12, 12, 768),

@@ -57,12 +57,12 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint
-from .checkpoint import CheckpointError
+from ..io import checkpoint
+from ..io.checkpoint import CheckpointError
+from ..models.gpt2.model import GPT, param_shapes
+from ..tokens.tokenizer import Tokenizer
 from .data import TOKENIZER_RECORD, tokenizer_fingerprint
-from .model import GPT, param_shapes
 from .optim import AdamW
-from .tokenizer import Tokenizer
 
 TRAINER_STATE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"

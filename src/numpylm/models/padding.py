@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layers import causal_mask
+from ..layers import causal_mask
 
 
 @dataclass(frozen=True)

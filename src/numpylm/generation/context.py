@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .checks import fits_in_memory
-from .padding import left_pad
-from .sampling import TokenHistory
+from ..checks import fits_in_memory
+from ..models.padding import left_pad
+from ..sampling import TokenHistory
 
 if TYPE_CHECKING:
-    from .model import GPT
+    from ..models.gpt2.model import GPT
 
 
 class Context:

@@ -14,7 +14,7 @@ The letters of a word are written apart ("c a t"): a BPE tokenizer turns a whole
 few opaque tokens, but " c", " a", " t" are one token each, so reversing becomes reordering
 tokens, which a small model can learn.
 
-Run ``python -m numpylm.instructions DIR`` to write ``DIR/train.jsonl`` and
+Run ``python -m numpylm.training.instructions DIR`` to write ``DIR/train.jsonl`` and
 ``DIR/held_out.jsonl``; the same seed always gives the same files.
 """
 
@@ -129,7 +129,7 @@ def make_instructions(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m numpylm.instructions",
+        prog="python -m numpylm.training.instructions",
         description="Write numpylm's instruction data set: DIR/train.jsonl and "
         "DIR/held_out.jsonl (held-out cases never appear in training).",
     )

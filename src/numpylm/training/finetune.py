@@ -41,11 +41,13 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint, checks
-from .batching import generate_batch
-from .checkpoint import CheckpointError
-from .loading import load, model_dir
-from .model import GPT, param_shapes
+from .. import checks
+from ..generation.batching import generate_batch
+from ..io import checkpoint
+from ..io.checkpoint import CheckpointError
+from ..io.loading import load, model_dir
+from ..models.gpt2.model import GPT, param_shapes
+from ..tokens.tokenizer import Tokenizer
 from .optim import AdamW
 from .runs import (
     STREAM_ORDER,
@@ -56,7 +58,6 @@ from .runs import (
     saved_args,
     sha256_file,
 )
-from .tokenizer import Tokenizer
 from .train import TrainResult, check_optimisation, run_steps
 
 TEMPLATE = "Question: {prompt}\nAnswer: {response}"

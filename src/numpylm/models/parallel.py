@@ -18,8 +18,8 @@ Each function here computes what its namesake in ``layers`` computes (``linear``
 written once, against whichever backend it is given. While a split operation runs, BLAS is held
 to one thread (each of numpylm's threads calls it on its own part).
 
-Training does not use these: it splits whole batches over threads instead (``numpylm.train``),
-and it needs the full attention probabilities for the backward pass.
+Training does not use these: it splits whole batches over threads instead
+(``numpylm.training.train``), and it needs the full attention probabilities for the backward pass.
 
 ``set_threads(n)`` chooses the number of threads (default: the cores this process may use, or
 the ``NUMPYLM_THREADS`` environment variable); ``set_threads(1)`` turns all of this off and
@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from . import layers
-from .checks import positive_int
+from .. import layers
+from ..checks import positive_int
 
 # Fewer rows (tokens) than this per thread are not worth waking the other threads for.
 _MIN_ROWS_PER_THREAD = 16

@@ -23,11 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from . import backprop, checks, formats
-from .backends import Backend, get_backend
-from .initialisation import init_params
-from .layers import cross_entropy, embedding, merge_heads, split_heads
-from .padding import Padding, positions_and_mask
+from ... import checks
+from ...io import formats
+from ...layers import cross_entropy, embedding, merge_heads, split_heads
+from ..backends import Backend, get_backend
+from ..initialisation import init_params
+from ..padding import Padding, positions_and_mask
+from . import backward as backprop
 
 DType = np.dtype[Any] | type
 PathArg = str | os.PathLike[str]
@@ -106,7 +108,7 @@ class KVCache:
         v: (n_layer, B, H, n_ctx, D) values, aligned with ``k``.
         length: number of positions filled so far; the next token goes at this index.
         padding: which cached positions are padding, for batches of prompts padded on the
-            left (``numpylm.padding``); None while there is none.
+            left (``numpylm.models.padding``); None while there is none.
     """
 
     k: np.ndarray
@@ -122,9 +124,10 @@ class KVCache:
 class GPT:
     """A GPT-2 language model whose parameters are plain NumPy arrays.
 
-    ``GPT(config, seed=0)`` is randomly initialised (GPT-2's scheme, ``numpylm.initialisation``);
-    ``GPT.from_pretrained`` loads trained weights. Calling the model maps token ids to next-token
-    logits. ``backend`` chooses how the forward pass computes (``backends``; default: fastest).
+    ``GPT(config, seed=0)`` is randomly initialised (GPT-2's scheme,
+    ``numpylm.models.initialisation``); ``GPT.from_pretrained`` loads trained weights. Calling
+    the model maps token ids to next-token logits. ``backend`` chooses how the forward pass
+    computes (``backends``; default: fastest).
     """
 
     def __init__(

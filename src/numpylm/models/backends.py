@@ -12,7 +12,7 @@
 A ``Backend`` is a set of the four, and ``session(rows)``, a context the forward pass runs
 in (for ``THREADS``: BLAS held to one thread while numpylm's own threads split the work; for
 ``PLAIN``: nothing). ``PLAIN`` is ``numpylm.layers`` as written, the formulas
-and nothing else: the one to read. ``THREADS`` is ``numpylm.parallel``: the same numbers (to
+and nothing else: the one to read. ``THREADS`` is ``numpylm.models.parallel``: the same numbers (to
 rounding), with a long prompt's work spread over the cores. The model uses ``DEFAULT``, the
 fastest, unless it is given another when it is built (``GPT(config, backend="plain")``) or
 called (``model(ids, backend="plain")``).
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import layers, parallel
+from .. import layers
+from . import parallel
 
 Array = np.ndarray
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint
-from .tokenizer import GPT2_PATTERN, Tokenizer
+from ..io import checkpoint
+from ..tokens.tokenizer import GPT2_PATTERN, Tokenizer
 
 VAL_FRACTION = 0.1
 """The share of the text, counted in characters from its end, that is held out for validation."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layers import (
+from ...layers import (
     attention,
     attention_backward,
     causal_mask,

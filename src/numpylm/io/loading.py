@@ -6,10 +6,10 @@ import os
 import warnings
 from pathlib import Path
 
+from ..models.gpt2.model import GPT
+from ..tokens.tokenizer import MERGES_FILE, VOCAB_FILE, Tokenizer
+from ..training.data import TOKENIZER_RECORD, tokenizer_fingerprint
 from . import checkpoint
-from .data import TOKENIZER_RECORD, tokenizer_fingerprint
-from .model import GPT
-from .tokenizer import MERGES_FILE, VOCAB_FILE, Tokenizer
 
 BUILTIN_MODELS = {
     "shakespeare": "a small GPT-2 that numpylm trained on Tiny Shakespeare (the default)",
@@ -19,7 +19,7 @@ BUILTIN_MODELS = {
 ``MODEL_CARD.md``. They need no network, so ``numpylm generate "ROMEO:"`` and
 ``numpylm generate --model chat "Who was the first president?"`` work on a fresh machine."""
 
-BUILTIN_ROOT = Path(__file__).parent / "builtin"
+BUILTIN_ROOT = Path(__file__).parents[1] / "builtin"
 BUILTIN_DIR = BUILTIN_ROOT / "shakespeare"
 """The default built-in model's folder."""
 

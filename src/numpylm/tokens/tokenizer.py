@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import tiktoken
 
-from . import checkpoint
-from .checkpoint import CheckpointError
+from ..io import checkpoint
+from ..io.checkpoint import CheckpointError
 
 EOT = "<|endoftext|>"
 
