@@ -1,16 +1,15 @@
 """numpylm: a GPT-2 language model in plain NumPy.
 
-The story, one module per idea: ``tokenizer`` and ``bpe`` (text -> tokens), ``layers`` and
-``model`` (the transformer, its attention, its KV cache), ``sampling`` and ``generation``
-(one token at a time), ``backprop``, ``optim`` and ``train`` (learning from text),
-``finetune`` (teaching a trained model to answer).
+The story, one folder per idea: ``tokens`` (text -> tokens: ``tokenizer``, ``bpe``),
+``layers`` and ``models`` (the transformer: ``models/gpt2/model.py``, its training pass
+``backward.py``), ``sampling`` and ``generation`` (one token at a time: ``generation/loop.py``),
+``training`` (``train``, ``optim``, ``data``; ``finetune`` teaches a trained model to answer).
 
-Beside the story, the engineering a reader can skip: ``backends`` and ``parallel`` (the same
-forward pass spread over the cores), ``padding`` and ``context`` (batches of prompts, the KV
-cache between steps, the context window), ``batching``, ``streaming`` and ``tracing``
-(several prompts, text as it is written, the step-by-step table), ``runs`` (checkpoints and
-resuming), ``checkpoint`` and ``formats`` (files and Hugging Face's format), ``loading`` (the
-built-in model), ``checks`` (argument checks) and ``viz`` (pictures).
+Beside the story, the engineering a reader can skip: ``models``' ``backends`` and ``parallel``
+(the same forward pass spread over the cores) and ``padding``; ``generation``'s ``context``,
+``batching``, ``streaming`` and ``tracing``; ``training.runs`` (checkpoints and resuming);
+``io`` (``checkpoint``, ``formats``, ``loading``: files, Hugging Face's format, the built-in
+models); ``checks`` (argument checks) and ``viz`` (pictures).
 """
 
 from . import _deprecated

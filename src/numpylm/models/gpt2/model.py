@@ -9,8 +9,8 @@ reads top to bottom as the transformer:
                -> ln_f -> x @ wte.T (the LM head shares wte)    (B, T, V) logits
 
 ``model.params`` is a dict of plain arrays named as Hugging Face's GPT-2. Beside this file: the
-functions the forward pass calls (``backends``), padded batches (``padding``), files (``formats``),
-training's forward and backward (``backprop``).
+functions the forward pass calls (``models.backends``), padded batches (``models.padding``),
+files (``io.formats``), training's forward and backward (``backward.py``, in this folder).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ...layers import cross_entropy, embedding, merge_heads, split_heads
 from ..backends import Backend, get_backend
 from ..initialisation import init_params
 from ..padding import Padding, positions_and_mask
-from . import backward as backprop
+from . import backward
 
 DType = np.dtype[Any] | type
 PathArg = str | os.PathLike[str]
@@ -259,16 +259,16 @@ class GPT:
     def attention_maps(self, ids: checks.TokenIds) -> list[np.ndarray]:
         """Where each token looks: every layer's (B, H, T, T) attention probabilities for (B, T)
         ``ids`` ((H, T, T) for 1-D ids): ``[b, h, t, s]`` is how much head ``h`` of token ``t``
-        attends to token ``s`` (rows sum to 1, 0 above the diagonal), from ``backprop.forward``."""
+        attends to token ``s`` (rows sum to 1, 0 above the diagonal), from ``backward.forward``."""
         ids2d = checks.token_window(ids, self.config.vocab_size, self.config.n_ctx)
-        return backprop.recorded(self.params, self.config.n_head, ids2d, "att", np.ndim(ids) == 1)
+        return backward.recorded(self.params, self.config.n_head, ids2d, "att", np.ndim(ids) == 1)
 
     def hidden_states(self, ids: checks.TokenIds) -> list[np.ndarray]:
         """The residual stream: the (B, T, C) embeddings, then each block's output, n_layer + 1
         arrays ((T, C) each for 1-D ids), before ``ln_f``: ``[i][b, t]`` is what token ``t``
-        means after ``i`` blocks of reading its context, from ``backprop.forward``."""
+        means after ``i`` blocks of reading its context, from ``backward.forward``."""
         ids2d = checks.token_window(ids, self.config.vocab_size, self.config.n_ctx)
-        return backprop.recorded(self.params, self.config.n_head, ids2d, "x", np.ndim(ids) == 1)
+        return backward.recorded(self.params, self.config.n_head, ids2d, "x", np.ndim(ids) == 1)
 
     def loss(self, ids: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None) -> float:
         """The mean next-token cross-entropy, forward only (for evaluation); the arguments are
@@ -289,10 +289,10 @@ class GPT:
         """The mean cross-entropy of predicting ``targets`` from ``ids``, and its gradient:
         ``(loss, grads)``, a float and a dict with exactly the names and shapes of ``params``.
         (B, T) ids, targets (-1: does not count), mask (False: does not count), ``dropout`` (a
-        rate in [0, 1), 0: none) and its ``rng`` are those of ``backprop.loss_and_grads``, which
+        rate in [0, 1), 0: none) and its ``rng`` are those of ``backward.loss_and_grads``, which
         computes it. Only this training call ever drops: ``model(ids)`` and ``loss`` never do."""
         c = self.config
         ids2d, targets2d, mask2d = checks.training_batch(ids, targets, mask, c.vocab_size, c.n_ctx)
         rate = checks.dropout_rate(dropout, "dropout")
         rng = (rng or np.random.default_rng()) if rate else None
-        return backprop.loss_and_grads(self.params, c.n_head, ids2d, targets2d, mask2d, rate, rng)
+        return backward.loss_and_grads(self.params, c.n_head, ids2d, targets2d, mask2d, rate, rng)
