@@ -50,8 +50,10 @@ from .optim import AdamW
 from .runs import (
     STREAM_ORDER,
     STREAM_SPLIT,
+    TEMPLATE_FILE,
     Checkpoint,
     open_run,
+    outlive_output,
     save_checkpoint,
     saved_args,
     sha256_file,
@@ -63,9 +65,6 @@ TEMPLATE = "Question: {prompt}\nAnswer: {response}"
 """The default prompt template. Everything before ``{response}`` is the prompt part, except the
 whitespace right before it: that belongs to the response, as a GPT-2 tokenizer attaches a space
 to the word after it (" 3" is the answer's first token, not "Answer: ")."""
-
-TEMPLATE_FILE = "prompt_template.json"
-"""Written into a fine-tuned model's directory: ``{"template": ...}``."""
 
 FROZEN_BY_FREEZE_EMBEDDINGS = ("wte.weight", "wpe.weight")
 
@@ -365,6 +364,10 @@ class FinetuneConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        checks.path("data", self.data)
+        checks.path("out", self.out)
+        if self.model is not None:
+            checks.path("model", self.model)
         split_template(self.template)
         for name, low in (("steps", 0), ("batch_size", 1), ("warmup", 0), ("eval_every", 0)):
             checks.whole_number(name, getattr(self, name), low)
@@ -401,16 +404,19 @@ def finetune(
     examples = read_jsonl(cfg.data)
     sha = sha256_file(Path(cfg.data))
     base = model_dir(cfg.model)
-    with open_run(
-        out,
-        "finetune",
-        resume=resume,
-        data_sha256=sha,
-        data=cfg.data,
-        dtype=cfg.dtype,
-        overwrite=overwrite,
-        reads=[cfg.data, None if resume else base],
-    ) as run:
+    with (
+        outlive_output(),
+        open_run(
+            out,
+            "finetune",
+            resume=resume,
+            data_sha256=sha,
+            data=cfg.data,
+            dtype=cfg.dtype,
+            overwrite=overwrite,
+            reads=[cfg.data, None if resume else base],
+        ) as run,
+    ):
         return _finetune(cfg, run, examples, sha, progress)
 
 
