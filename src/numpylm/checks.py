@@ -65,9 +65,7 @@ def path(name: str, value: object) -> str:
         raise TypeError(f"{name} must be a path, got {type(value).__name__} {value!r}")
     text = os.fspath(value)
     if not text:
-        raise ValueError(
-            f"{name} is an empty path (an unset shell variable?): give the file or directory"
-        )
+        raise ValueError(f"{name} is empty (an unset shell variable?): give a file or directory")
     return str(text)
 
 

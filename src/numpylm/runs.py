@@ -264,8 +264,8 @@ def _make_dir(out: Path, kind: str, resume: bool) -> None:
         )
     if out.exists():
         if not out.is_dir():
-            what = "a file" if out.is_file() else "not a regular file"
-            raise CheckpointError(f"--out {out} is {what}, not a directory: choose another --out")
+            what = "is a file, not" if out.is_file() else "is not"
+            raise CheckpointError(f"--out {out} {what} a directory: choose another --out")
         return
     if resume:
         raise CheckpointError(
@@ -287,28 +287,34 @@ def _check_fresh(out: Path, kind: str, found: Survey, overwrite: bool) -> None:
             f"--overwrite deletes only what numpylm wrote, and {out} holds files it did not "
             f"write: {foreign}. Nothing was deleted: move those away, or choose another --out"
         )
-    if found.kind is None and found.foreign:
-        raise CheckpointError(
-            f"{out} is not empty ({foreign}) and is not a numpylm run: nothing in it is "
-            "changed, and --overwrite would not delete it either. Choose another --out (a new "
-            "or empty directory)"
-        )
-    if overwrite or found.kind is None:  # a run to delete, or an empty directory
+    if overwrite or (found.kind is None and not found.foreign):  # a run to delete, or empty
         return
-    again = (
-        f"; it also holds files numpylm did not write ({foreign}), so --overwrite would refuse it"
-        if found.foreign
-        else ", or pass --overwrite to delete it and start again"
-    )
+    run = KINDS[str(found.kind)][0] if found.kind else ""
     if found.state is not None:
-        raise CheckpointError(
-            f"{out} already holds a {KINDS[str(found.kind)][0]} (step {found.state['step']}): "
-            f"pass --resume to continue it, or choose another --out{again}"
+        again = (
+            f"; it also holds files numpylm did not write ({foreign}), so --overwrite would "
+            "refuse it"
+            if found.foreign
+            else ", or pass --overwrite to delete it and start again"
         )
-    if found.kind != kind or found.foreign:  # another kind, or files no fresh start leaves
         raise CheckpointError(
-            f"{out} holds a {KINDS[str(found.kind)][0]} that was stopped before its first "
-            f"checkpoint: choose another --out{again}"
+            f"{out} already holds a {run} (step {found.state['step']}): pass --resume to "
+            f"continue it, or choose another --out{again}"
+        )
+    if found.foreign:
+        what = (
+            f"{out} is not empty ({foreign}) and is not a numpylm run"
+            if found.kind is None
+            else f"{out} holds files numpylm did not write ({foreign}) beside a {run}'s marker"
+        )
+        raise CheckpointError(
+            f"{what}: nothing in it is changed, and --overwrite would not delete it either. "
+            "Choose another --out (a new or empty directory)"
+        )
+    if found.kind != kind:
+        raise CheckpointError(
+            f"{out} holds a {run} that was stopped before its first checkpoint: choose another "
+            "--out, or pass --overwrite to delete it and start again"
         )
 
 
@@ -485,23 +491,23 @@ def survey(out: str | os.PathLike[str], *, verify: bool = False) -> Survey:
         if stat.S_ISLNK(path.lstat().st_mode):
             why = "a symbolic link"
         elif name == RUN_MARKER:
-            why = None if marker is not None else "not numpylm's"
+            why = None if marker is not None else ""
         elif name == TRAINER_STATE:
-            why = None if top is not None else "not numpylm's"
+            why = None if top is not None else ""
         elif name in CHECKPOINT_FILES:
             why = _check_recorded(path, [r[name] for r in records if name in r], verify)
         elif name == COMMIT:
-            why = None if commit_ok else "not numpylm's"
+            why = None if commit_ok else ""
         elif name == INCOMING:
-            why = None if _holds_only(path, _is_checkpoint_file) else "not numpylm's"
+            why = None if _holds_only(path, _is_checkpoint_file) else ""
         elif name == CACHE_DIR:
-            why = None if _holds_only(path, _is_token_cache) else "not numpylm's"
+            why = None if _holds_only(path, _is_token_cache) else ""
         elif name == TEMPLATE_FILE:
-            why = None if _json_file(path, _is_template) is not None else "not numpylm's"
+            why = None if _json_file(path, _is_template) is not None else ""
         elif name == EVAL_RESULTS:
-            why = None if _json_file(path, _is_eval_results) is not None else "not numpylm's"
+            why = None if _json_file(path, _is_eval_results) is not None else ""
         elif name == LOCK_FILE:
-            why = None if _is_old_lock(path) else "not numpylm's"
+            why = None if _is_old_lock(path) else ""
         elif _temporary_of(path) not in WRITTEN:
             why = ""
         if why is None:
@@ -631,7 +637,7 @@ def _check_recorded(path: Path, digests: list[str], verify: bool) -> str | None:
     """Why the checkpoint file ``path`` is not numpylm's, or None when a trainer state
     records it (and, with ``verify``, its bytes still have a recorded sha256)."""
     if not digests or not _regular(path):
-        return "no trainer state of numpylm's lists it"
+        return ""  # no trainer state of numpylm's lists it
     if verify and sha256_file(path) not in digests:
         return "changed since numpylm saved it"
     return None
