@@ -620,11 +620,12 @@ def _holds_only(folder: Path, accept: Callable[[Path], bool]) -> bool:
 def _commit(folder: Path) -> tuple[bool, dict[str, Any] | None]:
     """Whether ``.commit`` is numpylm's (a real directory holding checkpoint files, the ones
     its ``trainer_state.json`` lists and that one, or nothing at all), and that state."""
-    if not folder.exists() and not folder.is_symlink():
+    try:
+        if not _holds_only(folder, lambda p: p.name in CHECKPOINT_FILES and _regular(p)):
+            return not os.path.lexists(folder), None
+        names = {p.name for p in folder.iterdir()}
+    except FileNotFoundError:  # a reader's race: the run's process just finished its moves
         return True, None
-    if not _holds_only(folder, lambda p: p.name in CHECKPOINT_FILES and _regular(p)):
-        return False, None
-    names = {p.name for p in folder.iterdir()}
     if not names:
         return True, None  # every file moved; only the empty directory was left
     state = _json_file(folder / TRAINER_STATE, _is_state)
