@@ -388,7 +388,8 @@ EXIT_CODES = {
     2: "bad usage: an unknown flag or a value out of range (argparse's message)",
     130: "stopped by Ctrl-C (a training run saves first and says how to resume)",
     141: "standard output was closed by its reader (e.g. `| head`): numpylm stops quietly, as "
-    "a Unix tool ended by SIGPIPE does",
+    "a Unix tool ended by SIGPIPE does (train and finetune first go on, silently, to the end "
+    "of the run and save)",
 }
 """What ``numpylm``'s exit status means."""
 
