@@ -391,8 +391,10 @@ def finetune(
     ``cfg.out`` (the loop is ``train.run_steps``; checkpoints, Ctrl-C and resume are ``runs``').
 
     With ``resume``, continue the run saved in ``cfg.out`` exactly where it stopped. A new run
-    never overwrites anything in ``cfg.out``, nor writes into the model it reads, unless
-    ``overwrite``, which first deletes everything in ``cfg.out`` (``runs.open_run``).
+    never overwrites anything in ``cfg.out``, nor writes into the model it reads; ``overwrite``
+    first deletes a numpylm run there, and refuses files numpylm did not write
+    (``runs.open_run``). If standard output or error goes away, the run goes on silently
+    (``runs.outlive_output``).
 
     Raises:
         DataError: a bad data file (see ``read_jsonl``), or no example fits the context.

@@ -346,8 +346,10 @@ def train(
     With ``resume``, continue the run saved in ``cfg.out`` exactly where it stopped (the model
     shape and tokenizer come from the checkpoint; ``cfg.steps`` may be larger than before).
     Ctrl-C finishes the current step, saves, and returns with ``interrupted=True``; a second
-    Ctrl-C stops at once without saving. A new run never overwrites anything in ``cfg.out``
-    unless ``overwrite``, which first deletes everything in it (``runs.open_run``).
+    Ctrl-C stops at once without saving. A new run never overwrites anything in ``cfg.out``;
+    ``overwrite`` first deletes a numpylm run there, and refuses files numpylm did not write
+    (``runs.open_run``). If standard output or error goes away, the run goes on silently
+    (``runs.outlive_output``).
 
     Raises:
         TrainingDiverged: the loss, the gradient or the weights became NaN or infinite. The
