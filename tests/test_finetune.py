@@ -345,7 +345,7 @@ def test_ctrl_c_then_resume_is_exact_and_freeze_keeps_embeddings(
     for name in ("wte.weight", "wpe.weight"):
         np.testing.assert_array_equal(a.params[name], start.params[name])
     assert not np.array_equal(a.params["h.0.mlp.c_fc.weight"], start.params["h.0.mlp.c_fc.weight"])
-    with pytest.raises(Exception, match="already holds a training run"):
+    with pytest.raises(Exception, match="already holds a fine-tuning run"):
         finetune(FinetuneConfig(out=str(tmp_path / "a"), steps=6, **common), progress=False)
 
 

@@ -63,17 +63,21 @@ def test_a_folder_that_is_not_a_run_is_refused_and_kept(
     assert snapshot(out) == before  # not even a lock file was left behind
 
 
-def test_overwrite_deletes_first_and_says_so(corpus: Path, tmp_path: Path) -> None:
+def test_overwrite_deletes_a_run_and_nothing_else(corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("old")
-    result = train(tiny_config(corpus, out, steps=2), progress=False, overwrite=True)
-    assert result.step == 2 and not (out / "notes.txt").exists()
-    assert (out / TRAINER_STATE).is_file()
-    # a finished run is refused too, and --overwrite starts it again from step 0
+    with pytest.raises(CheckpointError, match=r"--overwrite deletes only .*notes.txt"):
+        train(tiny_config(corpus, out, steps=2), progress=False, overwrite=True)
+    assert (out / "notes.txt").read_text() == "old" and [*out.iterdir()] == [out / "notes.txt"]
+    out = tmp_path / "run"
+    result = train(tiny_config(corpus, out, steps=2), progress=False)
+    assert result.step == 2 and (out / TRAINER_STATE).is_file()
+    # a finished run is refused, and --overwrite starts it again from step 0
     with pytest.raises(CheckpointError, match=r"already holds a training run .*--overwrite"):
         train(tiny_config(corpus, out, steps=2), progress=False)
     assert train(tiny_config(corpus, out, steps=1), progress=False, overwrite=True).step == 1
+    assert len(json.loads((out / TRAINER_STATE).read_text())["losses"]) == 1
 
 
 def test_resume_and_overwrite_do_not_go_together(corpus: Path, tmp_path: Path) -> None:
@@ -127,7 +131,8 @@ def test_finetune_never_writes_into_the_model_it_reads(
 def test_train_resume_on_a_finetune_run_says_what_it_is(tmp_path: Path) -> None:
     out = tmp_path / "ft"
     out.mkdir()
-    (out / TRAINER_STATE).write_text(json.dumps({"kind": "finetune", "args": {}, "step": 3}))
+    state = {"format": runs.STATE_FORMAT, "kind": "finetune", "args": {}, "step": 3, "files": {}}
+    (out / TRAINER_STATE).write_text(json.dumps(state))
     with pytest.raises(CheckpointError, match="not a training run but a fine-tuning run"):
         runs.saved_args(out, "train")
 
@@ -137,10 +142,11 @@ def test_train_resume_on_a_finetune_run_says_what_it_is(tmp_path: Path) -> None:
 
 
 HOLD = """
-import fcntl, sys, time
-f = open(sys.argv[1], "a+")
-fcntl.flock(f, fcntl.LOCK_EX)
-f.write("numpylm train (pid 12345)\\n"); f.flush()
+import fcntl, json, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)  # what a training run holds, on the directory itself
+marker = {"format": "numpylm-trainer-state-1", "kind": "train", "pid": os.getpid()}
+open(os.path.join(sys.argv[1], ".numpylm-run"), "w").write(json.dumps(marker))
 print("held", flush=True)
 time.sleep(120)
 """
@@ -153,14 +159,15 @@ def test_a_second_run_is_refused_and_sigkill_frees_the_directory(
     out = tmp_path / "run"
     train(tiny_config(corpus, out, steps=4), progress=False)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(out / runs.LOCK_FILE)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        with pytest.raises(CheckpointError, match=r"is in use: numpylm train \(pid 12345\)"):
+        busy = rf"is in use by process {holder.pid} \(numpylm train\)"
+        with pytest.raises(CheckpointError, match=busy):
             train(tiny_config(corpus, out, steps=8), resume=True, progress=False)
         assert main(["train", "--out", str(out), "--resume", "--steps", "8"]) == 1
-        one_line_error(capsys, "is in use")
+        one_line_error(capsys, f"is in use by process {holder.pid}")
         GPT.from_pretrained(out)  # readers are never blocked
         load(out)
     finally:

@@ -57,6 +57,18 @@ def finite_number(name: str, value: object, low: float = 0.0) -> float:
     return in_range(name, x, f"a finite number >= {low:g}", x >= low)
 
 
+def path(name: str, value: object) -> str:
+    """A path argument: a non-empty ``str`` or ``os.PathLike``. An empty path, which is what an
+    unset shell variable gives (``--out "$DIR"``), would mean the current directory to the
+    operating system, so it is refused, never taken for one."""
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{name} must be a path, got {type(value).__name__} {value!r}")
+    text = os.fspath(value)
+    if not text:
+        raise ValueError(f"{name} is empty (an unset shell variable?): give a file or directory")
+    return str(text)
+
+
 def positive_int(name: str, value: object) -> int:
     """A count read from a file or the environment (a config's layers, a number of threads):
     any value that is not an integer >= 1 is a ValueError (a float such as 1.5 is never

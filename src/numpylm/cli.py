@@ -14,6 +14,7 @@ import sys
 import textwrap
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .io.checkpoint import CheckpointError
@@ -27,6 +28,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _path(text: str) -> str:
+    """An argparse type for a file or directory: an empty one (an unset shell variable) is a
+    usage error, never the current directory."""
+    from .checks import path
+
+    try:
+        return path("the path", text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +94,7 @@ def _add_model_flag(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--model",
         "-m",
+        type=_path,
         metavar="NAME_OR_DIR",
         help=f"{what}: a built-in model ({', '.join(BUILTIN_MODELS)}), a model directory or a "
         "Hugging Face Hub id such as gpt2; built-in names come first (default: shakespeare)",
@@ -375,7 +388,8 @@ EXIT_CODES = {
     2: "bad usage: an unknown flag or a value out of range (argparse's message)",
     130: "stopped by Ctrl-C (a training run saves first and says how to resume)",
     141: "standard output was closed by its reader (e.g. `| head`): numpylm stops quietly, as "
-    "a Unix tool ended by SIGPIPE does",
+    "a Unix tool ended by SIGPIPE does (train and finetune first go on, silently, to the end "
+    "of the run and save)",
 }
 """What ``numpylm``'s exit status means."""
 
@@ -393,6 +407,15 @@ def _out(text: str) -> None:
         sys.stdout.flush()
     except OSError as e:
         raise _OutputError from e
+
+
+def _err(text: str) -> None:
+    """Write a line to standard error, if it is still there: a training run's last words must
+    not turn its exit status into a crash when the reader of standard error went away."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, AttributeError, ValueError):  # gone, never there (None), or closed
+        pass
 
 
 def _silence_stdout() -> None:
@@ -498,9 +521,11 @@ def _add_train_parser(commands: Any) -> None:
         ),
     )
     tr.add_argument(
-        "--data", metavar="FILE", help="the text to train on (required unless --resume)"
+        "--data", type=_path, metavar="FILE", help="the text to train on (required unless --resume)"
     )
-    tr.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory")
+    tr.add_argument(
+        "--out", "-o", type=_path, required=True, metavar="DIR", help="the run directory"
+    )
     tr.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
     _add_overwrite_flag(tr)
     flags: list[tuple[str, Callable[[str], Any], str, str]] = [
@@ -561,9 +586,11 @@ def _add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="delete everything in DIR (a run, or other files), then start a new run there; "
-        "without it, a DIR that is not empty and not a run of this kind is refused. Never "
-        "allowed where DIR is the model, tokenizer or data being read",
+        help="delete the numpylm run in DIR (of either kind), then start a new run there. It "
+        "deletes only what numpylm wrote: a DIR holding any other file (or a checkpoint file "
+        "changed since it was saved) is refused, naming the files. Without it, a DIR that is "
+        "not new, empty, or a run of this kind stopped before its first checkpoint is refused. "
+        "Never allowed where DIR is the model, tokenizer or data being read",
     )
 
 
@@ -577,6 +604,7 @@ def _run_training(
     """What ``train`` and ``finetune`` share: the run's configuration from the flags (or, with
     --resume, the saved run's, changed by the flags given), the run itself, and the exit codes:
     1 when training diverged, 130 when Ctrl-C stopped it (after saving)."""
+    from .training.runs import last_saved
     from .training.train import TrainingDiverged
 
     if args.resume and args.overwrite:
@@ -594,19 +622,24 @@ def _run_training(
         raise
     except ValueError as e:
         args.parser.error(str(e))
+    if args.resume and args.data is None and not os.path.exists(cfg.data):
+        raise FileNotFoundError(
+            f"{cfg.data}, the data this run was started on, is not there any more: if it was "
+            f"moved or renamed, pass its new path: numpylm {args.command} --out {cfg.out} "
+            "--resume --data NEWPATH"
+        )
     try:
         result = run(cfg, resume=args.resume, overwrite=args.overwrite)
     except TrainingDiverged as e:
-        print(f"numpylm: error: {e}", file=sys.stderr)
+        _err(f"numpylm: error: {e}")
         return 1
     except KeyboardInterrupt:
-        print(f"numpylm: stopped at once; {cfg.out} keeps its last checkpoint", file=sys.stderr)
+        _err(f"numpylm: stopped at once; {last_saved(Path(cfg.out))}")
         return 130
     if result.interrupted:
-        print(
+        _err(
             f"numpylm: interrupted: saved step {result.step} to {cfg.out}; continue with "
-            f"`numpylm {args.command} --out {cfg.out} --resume`",
-            file=sys.stderr,
+            f"`numpylm {args.command} --out {cfg.out} --resume`"
         )
         return 130
     _out(summary(result, cfg) + "\n")
@@ -624,7 +657,7 @@ def _add_eval_parser(commands: Any) -> None:
         ),
     )
     _add_model_flag(ev, "the model")
-    ev.add_argument("--data", required=True, metavar="FILE", help="a UTF-8 text file")
+    ev.add_argument("--data", type=_path, required=True, metavar="FILE", help="a UTF-8 text file")
     ev.add_argument(
         "--split",
         choices=["val", "train", "all"],
@@ -679,8 +712,12 @@ def _add_finetune_parsers(commands: Any) -> None:
         ),
     )
     _add_model_flag(ft, "the model to start from")
-    ft.add_argument("--data", metavar="FILE", help="the JSONL examples (required unless --resume)")
-    ft.add_argument("--out", "-o", required=True, metavar="DIR", help="the run directory")
+    ft.add_argument(
+        "--data", type=_path, metavar="FILE", help="the JSONL examples (required unless --resume)"
+    )
+    ft.add_argument(
+        "--out", "-o", type=_path, required=True, metavar="DIR", help="the run directory"
+    )
     ft.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
     _add_overwrite_flag(ft)
     flags: list[tuple[str, Callable[[str], Any], str, str]] = [
@@ -728,7 +765,7 @@ def _add_finetune_parsers(commands: Any) -> None:
         ),
     )
     _add_model_flag(ev, "the model")
-    ev.add_argument("--data", required=True, metavar="FILE", help="the JSONL examples")
+    ev.add_argument("--data", type=_path, required=True, metavar="FILE", help="the JSONL examples")
     ev.add_argument(
         "--max-new-tokens", "-n", type=_positive_int, default=24, metavar="N", help="(24)"
     )

@@ -150,9 +150,16 @@ def load_text_data(
     ).hexdigest()[:16]
     stem = Path(path).stem or "text"
     parts = split_text(text, val_fraction)
-    files = tuple(Path(cache_dir) / f"{stem}.{key}.{name}.npy" for name in ("train", "val"))
+    files = tuple(_cache_file(Path(cache_dir), stem, key, name) for name in ("train", "val"))
     train, val = (encode_cached(part, tokenizer, f) for part, f in zip(parts, files, strict=True))
     return TextData(train, val, sha, len(text), (files[0], files[1]))
+
+
+def _cache_file(cache_dir: Path, stem: str, key: str, part: str) -> Path:
+    """The cache of one part of a text: ``<stem>.<key>.<part>.npy``, or a cache of the same
+    ``key`` under another stem (the text file was renamed since: its ids are the same)."""
+    same = sorted(cache_dir.glob(f"*.{key}.{part}.npy"))
+    return same[0] if same else cache_dir / f"{stem}.{key}.{part}.npy"
 
 
 def get_batch(

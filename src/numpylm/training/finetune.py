@@ -52,8 +52,10 @@ from .optim import AdamW
 from .runs import (
     STREAM_ORDER,
     STREAM_SPLIT,
+    TEMPLATE_FILE,
     Checkpoint,
     open_run,
+    outlive_output,
     save_checkpoint,
     saved_args,
     sha256_file,
@@ -64,9 +66,6 @@ TEMPLATE = "Question: {prompt}\nAnswer: {response}"
 """The default prompt template. Everything before ``{response}`` is the prompt part, except the
 whitespace right before it: that belongs to the response, as a GPT-2 tokenizer attaches a space
 to the word after it (" 3" is the answer's first token, not "Answer: ")."""
-
-TEMPLATE_FILE = "prompt_template.json"
-"""Written into a fine-tuned model's directory: ``{"template": ...}``."""
 
 FROZEN_BY_FREEZE_EMBEDDINGS = ("wte.weight", "wpe.weight")
 
@@ -366,6 +365,10 @@ class FinetuneConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        checks.path("data", self.data)
+        checks.path("out", self.out)
+        if self.model is not None:
+            checks.path("model", self.model)
         split_template(self.template)
         for name, low in (("steps", 0), ("batch_size", 1), ("warmup", 0), ("eval_every", 0)):
             checks.whole_number(name, getattr(self, name), low)
@@ -389,8 +392,10 @@ def finetune(
     ``cfg.out`` (the loop is ``train.run_steps``; checkpoints, Ctrl-C and resume are ``runs``').
 
     With ``resume``, continue the run saved in ``cfg.out`` exactly where it stopped. A new run
-    never overwrites anything in ``cfg.out``, nor writes into the model it reads, unless
-    ``overwrite``, which first deletes everything in ``cfg.out`` (``runs.open_run``).
+    never overwrites anything in ``cfg.out``, nor writes into the model it reads; ``overwrite``
+    first deletes a numpylm run there, and refuses files numpylm did not write
+    (``runs.open_run``). If standard output or error goes away, the run goes on silently
+    (``runs.outlive_output``).
 
     Raises:
         DataError: a bad data file (see ``read_jsonl``), or no example fits the context.
@@ -402,16 +407,19 @@ def finetune(
     examples = read_jsonl(cfg.data)
     sha = sha256_file(Path(cfg.data))
     base = model_dir(cfg.model)
-    with open_run(
-        out,
-        "finetune",
-        resume=resume,
-        data_sha256=sha,
-        data=cfg.data,
-        dtype=cfg.dtype,
-        overwrite=overwrite,
-        reads=[cfg.data, None if resume else base],
-    ) as run:
+    with (
+        outlive_output(),
+        open_run(
+            out,
+            "finetune",
+            resume=resume,
+            data_sha256=sha,
+            data=cfg.data,
+            dtype=cfg.dtype,
+            overwrite=overwrite,
+            reads=[cfg.data, None if resume else base],
+        ) as run,
+    ):
         return _finetune(cfg, run, examples, sha, progress)
 
 

@@ -52,7 +52,9 @@ from .data import (
 )
 from .optim import AdamW, clip_grad_norm, cosine_lr
 from .runs import (
+    CACHE_DIR,
     COMMIT,
+    EVAL_RESULTS,
     INCOMING,
     OPTIMIZER_FILE,
     STATE_FORMAT,
@@ -64,6 +66,7 @@ from .runs import (
     last_saved,
     load_checkpoint,
     open_run,
+    outlive_output,
     recover,
     save_checkpoint,
     saved_args,
@@ -105,9 +108,6 @@ MODEL_PRESETS: dict[str, tuple[int, int, int, int]] = {  # name: (n_layer, n_hea
 }
 """Small shapes to train on a CPU, by name; ``--config`` also takes GPT-2's sizes (``gpt2``,
 ``gpt2-medium``, ...), which are far too large to train in NumPy but fine to fine-tune a little."""
-
-CACHE_DIR = "data"
-EVAL_RESULTS = "eval_results.json"
 
 
 class TrainingDiverged(RuntimeError):
@@ -170,6 +170,8 @@ class TrainConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        checks.path("data", self.data)
+        checks.path("out", self.out)
         parse_tokenizer_spec(self.tokenizer)
         if self.config not in MODEL_PRESETS:
             GPTConfig.preset(self.config)  # raises with the list of GPT-2 sizes
@@ -232,7 +234,7 @@ def parse_tokenizer_spec(spec: str) -> tuple[str, int | None]:
                 "(256 bytes + <|endoftext|>), e.g. bpe:1024"
             )
         return "bpe", int(size)
-    if Path(spec).is_dir():
+    if spec and Path(spec).is_dir():  # "" would be the current directory
         return "dir", None
     raise ValueError(
         f"tokenizer must be 'gpt2', 'bpe:SIZE' or a directory with vocab.json and merges.txt, "
@@ -345,8 +347,10 @@ def train(
     With ``resume``, continue the run saved in ``cfg.out`` exactly where it stopped (the model
     shape and tokenizer come from the checkpoint; ``cfg.steps`` may be larger than before).
     Ctrl-C finishes the current step, saves, and returns with ``interrupted=True``; a second
-    Ctrl-C stops at once without saving. A new run never overwrites anything in ``cfg.out``
-    unless ``overwrite``, which first deletes everything in it (``runs.open_run``).
+    Ctrl-C stops at once without saving. A new run never overwrites anything in ``cfg.out``;
+    ``overwrite`` first deletes a numpylm run there, and refuses files numpylm did not write
+    (``runs.open_run``). If standard output or error goes away, the run goes on silently
+    (``runs.outlive_output``).
 
     Raises:
         TrainingDiverged: the loss, the gradient or the weights became NaN or infinite. The
@@ -358,16 +362,19 @@ def train(
     text = read_text(cfg.data)
     sha = sha256_text(text)
     tokenizer_dir = cfg.tokenizer if parse_tokenizer_spec(cfg.tokenizer)[0] == "dir" else None
-    with open_run(
-        out,
-        "train",
-        resume=resume,
-        data_sha256=sha,
-        data=cfg.data,
-        dtype=cfg.dtype,
-        overwrite=overwrite,
-        reads=[cfg.data, tokenizer_dir],
-    ) as run:
+    with (
+        outlive_output(),
+        open_run(
+            out,
+            "train",
+            resume=resume,
+            data_sha256=sha,
+            data=cfg.data,
+            dtype=cfg.dtype,
+            overwrite=overwrite,
+            reads=[cfg.data, tokenizer_dir],
+        ) as run,
+    ):
         return _train(cfg, run, text, sha, progress)
 
 
@@ -392,7 +399,9 @@ def _train(
 
     data = load_text_data(cfg.data, tokenizer, out / CACHE_DIR, text=text)
     cache = {p.name: sha256_file(p) for p in data.files}  # the token ids trained on
-    if run is not None and run.state.get("data_cache", cache) != cache:
+    # By content, not by name: the cache files are named after the data file, which may have
+    # been renamed since (``--data NEW --resume``).
+    if run is not None and _by_part(run.state.get("data_cache", cache)) != _by_part(cache):
         raise CheckpointError(
             f"the token ids in {out / CACHE_DIR} are not the ones this run was trained on (their "
             f"sha256 differs from the one in {TRAINER_STATE}): delete {out / CACHE_DIR} to "
@@ -474,6 +483,11 @@ def _train(
             f"{result.final['nats_per_char']:.4f} nats per character"
         )
     return result
+
+
+def _by_part(cache: dict[str, str]) -> dict[str, str]:
+    """``{"x.KEY.train.npy": sha, ...}`` -> ``{"train": sha, "val": sha}``."""
+    return {name.rsplit(".", 2)[-2]: digest for name, digest in cache.items()}
 
 
 class Schedule(Protocol):
