@@ -26,7 +26,7 @@ ROOT = SRC.parents[1]
 # Lowest first. A module may import modules of lower layers only (and, inside the sampling
 # package, its own modules).
 LAYERS = [
-    ["checks", "checkpoint", "optim", "_deprecated"],
+    ["checks", "memory", "checkpoint", "optim", "_deprecated"],
     ["sampling"],
     ["layers", "tokenizer", "initialisation"],
     ["parallel", "padding", "formats", "bpe", "data"],

@@ -13,52 +13,82 @@ resuming), ``checkpoint`` and ``formats`` (files and Hugging Face's format), ``l
 built-in model), ``checks`` (argument checks) and ``viz`` (pictures).
 """
 
+from __future__ import annotations
+
+import importlib
+
 from . import _deprecated
-from .batching import generate_batch
-from .bpe import train_bpe
-from .checkpoint import CheckpointError
-from .finetune import FinetuneConfig, evaluate_sft
-from .generation import generate
-from .loading import load
-from .model import GPT, GPTConfig, KVCache
-from .optim import AdamW
-from .parallel import set_threads
-from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p
-from .streaming import Step, complete, complete_batch, stream
-from .tokenizer import Tokenizer
-from .tracing import Trace, trace
-from .train import TrainConfig, evaluate
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see _HOMES)
+
+# The public names, each with the module it lives in. They are imported when first used
+# (``__getattr__`` below), not when the package is: ``numpylm`` on the command line starts by
+# importing ``numpylm.cli``, and must be able to take Ctrl-C itself (exit 130, no traceback)
+# from its first instant, not only once all of NumPy and every module here have been read.
+_HOMES = {
+    "GPT": "model",
+    "AdamW": "optim",
+    "CheckpointError": "checkpoint",
+    "FinetuneConfig": "finetune",
+    "GPTConfig": "model",
+    "KVCache": "model",
+    "Sampler": "sampling",
+    "Step": "streaming",
+    "Tokenizer": "tokenizer",
+    "Trace": "tracing",
+    "TrainConfig": "train",
+    "complete": "streaming",
+    "complete_batch": "streaming",
+    "evaluate": "train",
+    "evaluate_sft": "finetune",
+    "generate": "generation",
+    "generate_batch": "batching",
+    "greedy": "sampling",
+    "load": "loading",
+    "min_p": "sampling",
+    "set_threads": "parallel",
+    "softmax": "sampling",
+    "stream": "streaming",
+    "temperature": "sampling",
+    "top_k": "sampling",
+    "top_p": "sampling",
+    "trace": "tracing",
+    "train_bpe": "bpe",
+}
+
+__all__ = list(_HOMES)
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``numpylm.GPT`` and the other public names: imported from their module on first use."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'numpylm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # what type checkers and editors see: the same names, imported eagerly
+    from typing import Any
+
+    from .batching import generate_batch
+    from .bpe import train_bpe
+    from .checkpoint import CheckpointError
+    from .finetune import FinetuneConfig, evaluate_sft
+    from .generation import generate
+    from .loading import load
+    from .model import GPT, GPTConfig, KVCache
+    from .optim import AdamW
+    from .parallel import set_threads
+    from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p
+    from .streaming import Step, complete, complete_batch, stream
+    from .tokenizer import Tokenizer
+    from .tracing import Trace, trace
+    from .train import TrainConfig, evaluate
 
 _deprecated.install()
-
-__all__ = [
-    "GPT",
-    "AdamW",
-    "CheckpointError",
-    "FinetuneConfig",
-    "GPTConfig",
-    "KVCache",
-    "Sampler",
-    "Step",
-    "Tokenizer",
-    "Trace",
-    "TrainConfig",
-    "complete",
-    "complete_batch",
-    "evaluate",
-    "evaluate_sft",
-    "generate",
-    "generate_batch",
-    "greedy",
-    "load",
-    "min_p",
-    "set_threads",
-    "softmax",
-    "stream",
-    "temperature",
-    "top_k",
-    "top_p",
-    "trace",
-    "train_bpe",
-]
-__version__ = "0.1.0"

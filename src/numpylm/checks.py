@@ -11,7 +11,6 @@ This module is at the bottom of the package: it imports nothing of numpylm.
 from __future__ import annotations
 
 import math
-import os
 from numbers import Integral, Real
 from typing import Any
 
@@ -212,26 +211,3 @@ def cache_room(cache: Any, T: int, shape: tuple[int, ...], dtype: np.dtype[Any])
             "it with this model's new_cache()"
         )
     return start
-
-
-def fits_in_memory(nbytes: int, what: str) -> None:
-    """Refuse, before it starts, work that needs more memory than the machine has free: a
-    ``MemoryError`` halfway through says less than this (where the free memory cannot be read,
-    nothing is refused)."""
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system that says
-        return
-    if nbytes > free:
-        raise ValueError(
-            f"{what} need about {_size(nbytes)} of memory, and this machine has {_size(free)} "
-            "free: ask for fewer at once (--num-samples, or a smaller batch)"
-        )
-
-
-def _size(nbytes: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if nbytes < 1024 or unit == "TiB":
-            return f"{nbytes:,.0f} {unit}" if unit == "bytes" else f"{nbytes:,.1f} {unit}"
-        nbytes /= 1024
-    raise AssertionError("unreachable")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, memory
 from .checkpoint import CheckpointError
 from .checks import positive_int
 
@@ -136,10 +136,16 @@ def read_model(
     model_dir = checkpoint.resolve(name_or_path)
     files = checkpoint.weight_files(model_dir)  # first: it explains a pickle-only directory
     config_path = model_dir / checkpoint.CONFIG_FILE
-    if not config_path.is_file():
+    if not os.path.lexists(config_path):
         raise CheckpointError(
             f"{model_dir} has no {checkpoint.CONFIG_FILE}: it is not a model directory"
         )
+    stored = sum(path.stat().st_size for path in files)
+    memory.fits(
+        2 * stored,  # the tensors as read, and the model's own arrays made from them
+        f"loading the {memory.size(stored)} of weights in {model_dir}",
+        "use a smaller model, or a machine with more memory",
+    )
     tensors: dict[str, np.ndarray] = {}
     for path in files:
         tensors |= checkpoint.read_safetensors(path)

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import checkpoint, checks
+from . import checkpoint, checks, memory
 from .checkpoint import CheckpointError
 from .data import (
     TextData,
@@ -68,7 +68,7 @@ from .runs import (
     sha256_file,
     sha256_text,
 )
-from .tokenizer import Tokenizer
+from .tokenizer import VOCAB_FILE, Tokenizer
 
 __all__ = [  # the run directory's names, which live in runs.py, are here too for train's users
     "COMMIT",
@@ -354,6 +354,7 @@ def train(
             that holds a run or other files, or a directory another run is writing.
     """
     out = Path(cfg.out)
+    check_memory(cfg)
     text = read_text(cfg.data)
     sha = sha256_text(text)
     tokenizer_dir = cfg.tokenizer if parse_tokenizer_spec(cfg.tokenizer)[0] == "dir" else None
@@ -368,6 +369,42 @@ def train(
         reads=[cfg.data, tokenizer_dir],
     ) as run:
         return _train(cfg, run, text, sha, progress)
+
+
+def check_memory(cfg: TrainConfig) -> None:
+    """Refuse a run that would not fit in the free memory, before anything is read, learnt or
+    built: its text (``memory.text_bytes``) and its training steps (``memory.training_bytes``:
+    the model, its gradients and AdamW's moments, the activations of a batch, the losses kept),
+    from the shape the flags give. The vocabulary is the one the tokenizer will have."""
+    kind, size = parse_tokenizer_spec(cfg.tokenizer)
+    if kind == "dir":
+        vocab = len(checkpoint.read_json(Path(cfg.tokenizer) / VOCAB_FILE))
+    else:
+        vocab = size or 50257  # bpe:SIZE counts <|endoftext|>; GPT-2's has 50257 tokens
+    c = cfg.model_config(vocab)
+    try:
+        text = memory.text_bytes(os.stat(cfg.data).st_size)
+    except OSError:  # read_text says what is wrong with the path
+        text = 0
+    need = memory.training_bytes(
+        c.vocab_size,
+        c.n_ctx,
+        c.n_layer,
+        c.n_head,
+        c.n_embd,
+        batch_size=cfg.batch_size,
+        itemsize=np.dtype(cfg.dtype).itemsize,
+        threads=cfg.threads,
+        steps=cfg.steps,
+    )
+    memory.fits(
+        text + need,
+        f"training {memory.num_params(c.vocab_size, c.n_ctx, c.n_layer, c.n_embd):,} "
+        f"parameters (n_layer={c.n_layer}, n_embd={c.n_embd}, n_ctx={c.n_ctx}, vocabulary "
+        f"{c.vocab_size}) on batches of {cfg.batch_size} x {c.n_ctx} tokens for {cfg.steps:,} "
+        "steps",
+        "use a smaller --n-embd, --n-layer, --n-ctx, --batch-size or --steps (or less --data)",
+    )
 
 
 def _train(
