@@ -76,19 +76,19 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and editors see: the same names, imported eagerly
     from typing import Any
 
-    from .batching import generate_batch
-    from .bpe import train_bpe
-    from .checkpoint import CheckpointError
-    from .finetune import FinetuneConfig, evaluate_sft
-    from .generation import generate
-    from .loading import load
-    from .model import GPT, GPTConfig, KVCache
-    from .optim import AdamW
-    from .parallel import set_threads
-    from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p
-    from .streaming import Step, complete, complete_batch, stream
-    from .tokenizer import Tokenizer
-    from .tracing import Trace, trace
-    from .train import TrainConfig, evaluate
+    from .batching import generate_batch  # noqa: F401
+    from .bpe import train_bpe  # noqa: F401
+    from .checkpoint import CheckpointError  # noqa: F401
+    from .finetune import FinetuneConfig, evaluate_sft  # noqa: F401
+    from .generation import generate  # noqa: F401
+    from .loading import load  # noqa: F401
+    from .model import GPT, GPTConfig, KVCache  # noqa: F401
+    from .optim import AdamW  # noqa: F401
+    from .parallel import set_threads  # noqa: F401
+    from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p  # noqa: F401
+    from .streaming import Step, complete, complete_batch, stream  # noqa: F401
+    from .tokenizer import Tokenizer  # noqa: F401
+    from .tracing import Trace, trace  # noqa: F401
+    from .train import TrainConfig, evaluate  # noqa: F401
 
 _deprecated.install()
