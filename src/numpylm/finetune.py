@@ -634,6 +634,7 @@ def evaluate_sft(
             response (in tokens, plus one for ``<|endoftext|>``) or nothing can match.
         batch_size: prompts generated together (greedy answers do not depend on it).
     """
+    checks.whole_number("batch_size", batch_size, 1)
     if not examples:
         raise ValueError("evaluate_sft needs at least one example")
     eot = tokenizer.eot_id

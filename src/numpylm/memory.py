@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 PER_TENSOR = 600
 """Bytes of Python bookkeeping per tensor (the array object, its name, a dict entry): what a
@@ -188,3 +189,23 @@ def text_bytes(file_size: int) -> int:
     text, its parts (the training and validation split) and their UTF-8 again (for the
     checksum), and the token ids as a Python list, at ``TEXT_BYTES_PER_TOKEN``."""
     return 4 * file_size + file_size // TEXT_BYTES_PER_TOKEN * BYTES_PER_TOKEN_ID
+
+
+def check_model(config: Any, itemsize: int, doing: str, source: object = None) -> None:
+    """Refuse a model whose parameters would not fit in the free memory, before a single array
+    (or the table of ``model.param_shapes``, n_layer entries long) is made.
+
+    Args:
+        config: a ``GPTConfig`` (its ``vocab_size``, ``n_ctx``, ``n_layer`` and ``n_embd``).
+        itemsize: bytes per number of the model's dtype.
+        doing: "building" (``model_bytes``) or "loading" (``loading_bytes``).
+        source: the directory a loaded model comes from, for the message.
+    """
+    shape = (config.vocab_size, config.n_ctx, config.n_layer, config.n_embd)
+    need = (loading_bytes if doing == "loading" else model_bytes)(*shape, itemsize)
+    where = f" from {source}" if source is not None else ""
+    fits(
+        need,
+        f"{doing} a model of {num_params(*shape):,} parameters{where} ({config})",
+        "use a smaller model (n_layer, n_embd, n_ctx or vocab_size)",
+    )

@@ -93,22 +93,6 @@ def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     return shapes | {"ln_f.weight": (C,), "ln_f.bias": (C,)}
 
 
-def check_fits(config: GPTConfig, dtype: np.dtype[Any], doing: str, source: Any = None) -> None:
-    """Refuse a model whose parameters would not fit in the free memory, before a single array
-    (or the table of ``param_shapes``, n_layer entries long) is made (``memory``). ``doing`` is
-    "building" or "loading" (a file's tensors and the model's copy of them: twice the size);
-    ``source`` the directory a loaded model comes from."""
-    c = config
-    shape = (c.vocab_size, c.n_ctx, c.n_layer, c.n_embd, dtype.itemsize)
-    need = (memory.loading_bytes if doing == "loading" else memory.model_bytes)(*shape)
-    where = f" from {source}" if source is not None else ""
-    memory.fits(
-        need,
-        f"{doing} a model of {memory.num_params(*shape[:4]):,} parameters{where} ({c})",
-        "use a smaller model (n_layer, n_embd, n_ctx or vocab_size)",
-    )
-
-
 @dataclass
 class KVCache:
     """The keys and values of every token the model has already read, per layer.
@@ -156,7 +140,7 @@ class GPT:
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         if params is None:  # loaded weights were checked before they were read
-            check_fits(config, self.dtype, "building")
+            memory.check_model(config, self.dtype.itemsize, "building")
         shapes = param_shapes(config)
         params = init_params(shapes, config.n_layer, seed, self.dtype) if params is None else params
         formats.check_shapes(shapes, params, f"the config ({config})")
@@ -181,7 +165,7 @@ class GPT:
         Face Hub (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``, ...: downloaded once)."""
         hf, tensors, source = formats.read_model(name_or_path)
         config = GPTConfig.from_hf(hf, source=f"{source}/config.json")
-        check_fits(config, np.dtype(dtype), "loading", source)
+        memory.check_model(config, np.dtype(dtype).itemsize, "loading", source)
         params = formats.params_from_hf(tensors, param_shapes(config), source)
         return cls(config, dtype=dtype, params=params)
 

@@ -280,8 +280,11 @@ def evaluate(
       context and is not; every other is, once).
 
     ``max_batches`` limits the work to that many batches of windows spread evenly over the
-    text; ``batch_size`` defaults to what keeps the logits under about 256 MB.
+    text (0 or None: all of it); ``batch_size`` (windows per batch, at least 1) defaults to
+    what keeps the logits under about 256 MB.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
     ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
     return evaluate_ids(
         model, ids, chars_per_token(tokenizer), batch_size=batch_size, max_batches=max_batches
@@ -299,6 +302,10 @@ def evaluate_ids(
     """``evaluate`` for text already encoded: ``ids`` (N,), ``char_counts`` (V,) from
     ``data.chars_per_token``."""
     T, V = model.config.n_ctx, model.config.vocab_size
+    if batch_size is not None:
+        checks.whole_number("batch_size", batch_size, 1)
+    if max_batches is not None:
+        checks.whole_number("max_batches", max_batches, 0)
     if batch_size is None:
         batch_size = int(np.clip(2**28 // (T * V * model.dtype.itemsize), 1, 64))
     x, y = eval_windows(ids, T)  # (W, T) each
