@@ -139,6 +139,13 @@ def _unescape(text: str) -> str:
         ) from None
 
 
+def _one_stop(text: str) -> str:
+    """A stop string, checked by the same rule as the Python API (not empty)."""
+    from .streaming import check_stop
+
+    return check_stop(text)[0]
+
+
 def _add_sampling_flags(gen: argparse.ArgumentParser) -> None:
     from .sampling import penalties
     from .sampling.min_p import check_min_p
@@ -204,7 +211,7 @@ def _add_output_flags(gen: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--stop",
         action="append",
-        type=_unescape,
+        type=_checked(_unescape, _one_stop),  # a bad escape is _unescape's usage error
         default=[],
         metavar="TEXT",
         help="end where TEXT appears, without it (repeatable; escapes like \\n work)",

@@ -177,7 +177,8 @@ def params_from_hf(
     Both key spellings (``h.0...`` and ``transformer.h.0...``) are accepted; the attention mask
     buffers are skipped and ``lm_head.weight``, when present, must equal ``wte.weight``'s shape
     (GPT-2 ties them). Every weight must be floating point: the file's header is the only
-    record of a tensor's type, so float32 bytes relabelled as int32 are refused here.
+    record of a tensor's type, so float32 bytes relabelled as int32 are refused here. And
+    finite: a NaN would otherwise surface as "training diverged" or as noise.
     """
     params: dict[str, np.ndarray] = {}
     lm_head = None
@@ -190,6 +191,13 @@ def params_from_hf(
                 f"{source}: tensor {name!r} is stored as {t.dtype} ({t.dtype.kind!r} kind), but "
                 "a model's weights are floating point (F16, BF16, F32 or F64): the file is "
                 "corrupt, or it is not a model's weights"
+            )
+        if not np.isfinite(t).all():  # generation would print NaN's noise, training stop
+            bad = np.flatnonzero(~np.isfinite(t))
+            raise CheckpointError(
+                f"{source}: tensor {name!r} holds {len(bad):,} values that are NaN or "
+                f"infinite (the first at flat index {bad[0]}: {t.reshape(-1)[bad[0]]}); the "
+                "weights are broken: save or fetch the model again"
             )
         if name == "lm_head.weight":
             lm_head = t
