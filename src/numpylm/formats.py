@@ -195,7 +195,7 @@ def params_from_hf(
         if not np.isfinite(t).all():  # generation would print NaN's noise, training stop
             bad = np.flatnonzero(~np.isfinite(t))
             raise CheckpointError(
-                f"{source}: tensor {name!r} holds {len(bad):,} values that are NaN or "
+                f"{source}: tensor {name!r} holds {len(bad):,} value(s) that are NaN or "
                 f"infinite (the first at flat index {bad[0]}: {t.reshape(-1)[bad[0]]}); the "
                 "weights are broken: save or fetch the model again"
             )
