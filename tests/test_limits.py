@@ -319,3 +319,15 @@ def test_model_files_that_are_directories_are_named(
         load(str(model))
     assert main(["generate", "--model", str(model), "hi"]) == 1
     one_line(capsys, "has no merges.txt")
+
+
+@pytest.mark.parametrize("changes", [{"batch_size": 10**8, "steps": 1}, {"steps": 10**12}])
+def test_a_finetuning_run_too_large_is_refused_before_it_trains(
+    changes: dict[str, int], tmp_path: Path
+) -> None:
+    data = tmp_path / "ex.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\n' * 20)
+    cfg = FinetuneConfig(data=str(data), out=str(tmp_path / "out"), **changes)
+    with pytest.raises(ValueError, match=r"fine-tuning .* parameters on batches .* needs about"):
+        finetune(cfg, progress=False)
+    assert not (tmp_path / "out" / "model.safetensors").exists()

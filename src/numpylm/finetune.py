@@ -448,6 +448,23 @@ def _finetune(
         eval_every=cfg.eval_every or max(1, steps // 10),
     )
 
+    c = model.config  # a batch is padded to its longest example: the longest is the bound
+    longest = max(len(ids) for ids, _ in train_rows + val_rows)
+    memory.fits(
+        memory.training_bytes(
+            c.vocab_size,
+            longest,
+            c.n_layer,
+            c.n_head,
+            c.n_embd,
+            batch_size=cfg.batch_size,
+            itemsize=model.dtype.itemsize,
+            steps=steps,
+        ),
+        f"fine-tuning {model.num_params():,} parameters on batches of {cfg.batch_size} "
+        f"examples of up to {longest} tokens for {steps:,} steps",
+        "use a smaller --batch-size or fewer --steps (or a smaller model)",
+    )
     frozen = FROZEN_BY_FREEZE_EMBEDDINGS if cfg.freeze_embeddings else ()
     # In the config's order, whatever order the file had: the gradient norm sums the tensors'
     # shares in this order, and a resumed run must add them up exactly as the first one did.
