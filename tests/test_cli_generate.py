@@ -143,15 +143,15 @@ def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--temperature", "-1", "temperature must be a finite number >= 0"),
-        ("--temperature", "nan", "temperature must be a finite number >= 0"),
+        ("--temperature", "-1", "temperature must be 0 (greedy) or a number from 1.18e-38"),
+        ("--temperature", "nan", "temperature must be 0 (greedy) or a number from 1.18e-38"),
         ("--temperature", "warm", "expected a number, got 'warm'"),
         ("--top-k", "0", "top_k must be a whole number >= 1"),
         ("--top-k", "2.5", "expected a whole number, got '2.5'"),
         ("--top-p", "0", "top_p must be a number in (0, 1]"),
         ("--top-p", "1.5", "top_p must be a number in (0, 1]"),
         ("--min-p", "-0.1", "min_p must be a number in [0, 1]"),
-        ("--repetition-penalty", "0", "repetition_penalty must be a finite number > 0"),
+        ("--repetition-penalty", "0", "repetition_penalty must be a number from 1.18e-38"),
         ("--frequency-penalty", "3", "frequency_penalty must be a number in [-2, 2]"),
         ("--presence-penalty", "-2.5", "presence_penalty must be a number in [-2, 2]"),
         ("--seed", "-1", "must be 0 or more"),

@@ -12,52 +12,83 @@ Beside the story, the engineering a reader can skip: ``models``' ``backends`` an
 models); ``checks`` (argument checks) and ``viz`` (pictures).
 """
 
+from __future__ import annotations
+
+import importlib
+
 from . import _deprecated
-from .generation.batching import generate_batch
-from .generation.loop import generate
-from .generation.streaming import Step, complete, complete_batch, stream
-from .generation.tracing import Trace, trace
-from .io.checkpoint import CheckpointError
-from .io.loading import load
-from .models.gpt2.model import GPT, GPTConfig, KVCache
-from .models.parallel import set_threads
-from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p
-from .tokens.bpe import train_bpe
-from .tokens.tokenizer import Tokenizer
-from .training.finetune import FinetuneConfig, evaluate_sft
-from .training.optim import AdamW
-from .training.train import TrainConfig, evaluate
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see _HOMES)
+
+# The public names, each with the module it lives in. They are imported when first used
+# (``__getattr__`` below), not when the package is: ``numpylm`` on the command line starts by
+# importing ``numpylm.cli``, and must be able to take Ctrl-C itself (exit 130, no traceback)
+# from its first instant, not only once all of NumPy and every module here have been read.
+_HOMES = {
+    "GPT": "models.gpt2.model",
+    "AdamW": "training.optim",
+    "CheckpointError": "io.checkpoint",
+    "FinetuneConfig": "training.finetune",
+    "GPTConfig": "models.gpt2.model",
+    "KVCache": "models.cache",
+    "Sampler": "sampling",
+    "Step": "generation.streaming",
+    "Tokenizer": "tokens.tokenizer",
+    "Trace": "generation.tracing",
+    "TrainConfig": "training.train",
+    "complete": "generation.streaming",
+    "complete_batch": "generation.streaming",
+    "evaluate": "training.train",
+    "evaluate_sft": "training.finetune",
+    "generate": "generation.loop",
+    "generate_batch": "generation.batching",
+    "greedy": "sampling",
+    "load": "io.loading",
+    "min_p": "sampling",
+    "set_threads": "models.parallel",
+    "softmax": "sampling",
+    "stream": "generation.streaming",
+    "temperature": "sampling",
+    "top_k": "sampling",
+    "top_p": "sampling",
+    "trace": "generation.tracing",
+    "train_bpe": "tokens.bpe",
+}
+
+__all__ = list(_HOMES)
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``numpylm.GPT`` and the other public names: imported from their module on first use."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'numpylm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # what type checkers and editors see: the same names, imported eagerly
+    from typing import Any
+
+    from .generation.batching import generate_batch  # noqa: F401
+    from .generation.loop import generate  # noqa: F401
+    from .generation.streaming import Step, complete, complete_batch, stream  # noqa: F401
+    from .generation.tracing import Trace, trace  # noqa: F401
+    from .io.checkpoint import CheckpointError  # noqa: F401
+    from .io.loading import load  # noqa: F401
+    from .models.cache import KVCache  # noqa: F401
+    from .models.gpt2.model import GPT, GPTConfig  # noqa: F401
+    from .models.parallel import set_threads  # noqa: F401
+    from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p  # noqa: F401
+    from .tokens.bpe import train_bpe  # noqa: F401
+    from .tokens.tokenizer import Tokenizer  # noqa: F401
+    from .training.finetune import FinetuneConfig, evaluate_sft  # noqa: F401
+    from .training.optim import AdamW  # noqa: F401
+    from .training.train import TrainConfig, evaluate  # noqa: F401
 
 _deprecated.install()
-
-__all__ = [
-    "GPT",
-    "AdamW",
-    "CheckpointError",
-    "FinetuneConfig",
-    "GPTConfig",
-    "KVCache",
-    "Sampler",
-    "Step",
-    "Tokenizer",
-    "Trace",
-    "TrainConfig",
-    "complete",
-    "complete_batch",
-    "evaluate",
-    "evaluate_sft",
-    "generate",
-    "generate_batch",
-    "greedy",
-    "load",
-    "min_p",
-    "set_threads",
-    "softmax",
-    "stream",
-    "temperature",
-    "top_k",
-    "top_p",
-    "trace",
-    "train_bpe",
-]
-__version__ = "0.1.0"

@@ -43,6 +43,22 @@ def in_range(name: str, value: float, allowed: str, ok: bool) -> float:
     return value
 
 
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # 2**-126, about 1.18e-38
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # about 3.40e38
+
+
+def float32_factor(name: str, value: object, meaning: str, zero: str | None = None) -> float:
+    """A number the float32 logits are divided or multiplied by (a temperature, a penalty):
+    from ``FLOAT32_TINY`` to ``FLOAT32_MAX``, float32's range of normal numbers, or 0 where
+    ``zero`` says what 0 means. NumPy converts the number to float32 before it divides: 1e-320
+    becomes 0 (a division by zero), 1e-40 a subnormal that has lost its precision, and 1e39
+    infinity (and 0 times infinity is NaN)."""
+    x = as_float(name, value)
+    ok = x == 0 if zero is not None and x == 0 else FLOAT32_TINY <= x <= FLOAT32_MAX
+    allowed = f"a number from {FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g} (float32's range; {meaning})"
+    return in_range(name, x, f"0 ({zero}) or {allowed}" if zero else allowed, ok)
+
+
 def whole_number(name: str, value: object, low: int = 0) -> int:
     """An integer argument ``>= low``: a TypeError for another type, a ValueError below."""
     n = as_int(name, value)
@@ -224,26 +240,3 @@ def cache_room(cache: Any, T: int, shape: tuple[int, ...], dtype: np.dtype[Any])
             "it with this model's new_cache()"
         )
     return start
-
-
-def fits_in_memory(nbytes: int, what: str) -> None:
-    """Refuse, before it starts, work that needs more memory than the machine has free: a
-    ``MemoryError`` halfway through says less than this (where the free memory cannot be read,
-    nothing is refused)."""
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not a POSIX system that says
-        return
-    if nbytes > free:
-        raise ValueError(
-            f"{what} need about {_size(nbytes)} of memory, and this machine has {_size(free)} "
-            "free: ask for fewer at once (--num-samples, or a smaller batch)"
-        )
-
-
-def _size(nbytes: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if nbytes < 1024 or unit == "TiB":
-            return f"{nbytes:,.0f} {unit}" if unit == "bytes" else f"{nbytes:,.1f} {unit}"
-        nbytes /= 1024
-    raise AssertionError("unreachable")

@@ -6,18 +6,18 @@ numpylm generate "Who was the first president?" --model gpt2 --max-new-tokens 20
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import errno
 import math
 import os
 import sys
-import textwrap
 import warnings
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
-from .io.checkpoint import CheckpointError
+# Only what the first instant needs is imported here: the rest (numpylm itself, NumPy) is
+# imported inside main(), where Ctrl-C is already an exit with status 130.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
 
 def _positive_int(text: str) -> int:
@@ -42,6 +42,8 @@ def _path(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import textwrap
+
     parser = argparse.ArgumentParser(
         prog="numpylm",
         description="A GPT-2 language model in plain NumPy.",
@@ -149,6 +151,13 @@ def _unescape(text: str) -> str:
         ) from None
 
 
+def _one_stop(text: str) -> str:
+    """A stop string, checked by the same rule as the Python API (not empty)."""
+    from .generation.streaming import check_stop
+
+    return check_stop(text)[0]
+
+
 def _add_sampling_flags(gen: argparse.ArgumentParser) -> None:
     from .sampling import penalties
     from .sampling.min_p import check_min_p
@@ -214,7 +223,7 @@ def _add_output_flags(gen: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--stop",
         action="append",
-        type=_unescape,
+        type=_checked(_unescape, _one_stop),  # a bad escape is _unescape's usage error
         default=[],
         metavar="TEXT",
         help="end where TEXT appears, without it (repeatable; escapes like \\n work)",
@@ -238,6 +247,8 @@ def _add_output_flags(gen: argparse.ArgumentParser) -> None:
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
     """The sampling flags as generation options: the seed and every field of ``Sampler``."""
+    import dataclasses
+
     from .sampling import Sampler
 
     return {
@@ -254,7 +265,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     if args.trace and args.num_samples > 1:
         args.parser.error("--trace follows one sequence: drop --num-samples")
-    prompt = sys.stdin.read().removesuffix("\n") if args.prompt == "-" else args.prompt
+    prompt = _stdin("the prompt").read().removesuffix("\n") if args.prompt == "-" else args.prompt
     model, tokenizer = load(args.model)
     template = load_template(args.model) if args.model else None
     if template is not None:  # a fine-tuned model: ask in the format it was taught
@@ -336,7 +347,7 @@ def _run_chat(args: argparse.Namespace) -> int:
     model, tokenizer = load(name)
     template = load_template(name) or TEMPLATE
     options = {"max_new_tokens": args.max_new_tokens, **_sampling(args)}
-    interactive = sys.stdin.isatty()
+    interactive = _stdin("the questions").isatty()
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())
 
@@ -370,6 +381,17 @@ def _run_chat(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             _out(" [stopped]\n")
         turns.append(format_example(question, answer.strip(), template))
+
+
+def _stdin(what: str) -> Any:
+    """Standard input, to read ``what`` from; an error if the command was started without one
+    (``<&-``), where Python has no ``sys.stdin`` at all."""
+    if sys.stdin is None:
+        raise ValueError(
+            f"standard input is closed, so {what} cannot be read from it; give it a file or "
+            "a pipe (`< FILE`), or a terminal"
+        )
+    return sys.stdin
 
 
 def _fit_turns(turns: list[str], prompt: str, tokenizer: Any, budget: int) -> str:
@@ -430,11 +452,12 @@ def _silence_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status (``EXIT_CODES`` says what each means).
     Every error is one line on standard error, never a traceback."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
     show = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
+        # Inside the try: building the parser imports most of numpylm (and NumPy), which takes
+        # a few tenths of a second, and Ctrl-C then must end the command as it ends any other.
+        args = build_parser().parse_args(argv)
         return int(args.run(args))
     except _OutputError as e:
         _silence_stdout()
@@ -444,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else cause
         print(f"numpylm: write error: {reason}", file=sys.stderr)
         return 1
-    except (CheckpointError, FileNotFoundError, ValueError, TypeError) as e:
+    except (FileNotFoundError, ValueError, TypeError) as e:  # CheckpointError is a ValueError
         print(f"numpylm: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a file or folder numpylm could not read or write
@@ -506,6 +529,8 @@ def _tokenizer_spec(text: str) -> str:
 
 
 def _add_train_parser(commands: Any) -> None:
+    import dataclasses
+
     from .io.formats import GPT2_SIZES
     from .training.train import MODEL_PRESETS, TrainConfig
 
@@ -604,6 +629,10 @@ def _run_training(
     """What ``train`` and ``finetune`` share: the run's configuration from the flags (or, with
     --resume, the saved run's, changed by the flags given), the run itself, and the exit codes:
     1 when training diverged, 130 when Ctrl-C stopped it (after saving)."""
+    import dataclasses
+    from pathlib import Path
+
+    from .io.checkpoint import CheckpointError
     from .training.runs import last_saved
     from .training.train import TrainingDiverged
 
@@ -697,6 +726,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _add_finetune_parsers(commands: Any) -> None:
+    import dataclasses
+
     from .training.finetune import TEMPLATE, FinetuneConfig
 
     default = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}

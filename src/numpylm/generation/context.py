@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..checks import fits_in_memory
+from .. import memory
 from ..models.padding import left_pad
 from ..sampling import TokenHistory
 
@@ -85,10 +85,18 @@ class Context:
 
 def check_memory(model: GPT, B: int, use_cache: bool = True, history: bool = False) -> None:
     """Refuse B sequences that would not fit in the machine's free memory, before anything is
-    allocated (``checks.fits_in_memory``). The estimate is about the most they take while they
-    are continued: the KV cache (allocated for the whole context), the (B, V) scores with the
-    sampler's copies of them, and the penalties' (B, V) history."""
+    allocated (``memory.generation_bytes``: the KV cache, the first window, the scores and the
+    penalties' history)."""
     c, itemsize = model.config, np.dtype(getattr(model, "dtype", np.float32)).itemsize
-    cache = 2 * c.n_layer * c.n_ctx * c.n_embd * itemsize if use_cache else 0
-    scores = 4 * c.vocab_size * itemsize + (5 * c.vocab_size if history else 0)
-    fits_in_memory(B * (cache + scores), f"{B} sequences")
+    need = memory.generation_bytes(
+        c.vocab_size,
+        c.n_ctx,
+        c.n_layer,
+        c.n_head,
+        c.n_embd,
+        batch_size=B,
+        itemsize=itemsize,
+        use_cache=use_cache,
+        history=history,
+    )
+    memory.fits(need, f"continuing {B} sequences", "ask for fewer at once (--num-samples)")

@@ -57,6 +57,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import checks
 from ..models.gpt2.model import GPT
 from ..tokens.tokenizer import EOT, Tokenizer
 from .streaming import Step, stream
@@ -123,7 +124,9 @@ def iter_trace(
 ) -> Iterator[TraceStep]:
     """Generate from ``prompt`` (one sequence), yielding a ``TraceStep`` as each token is
     chosen. The options are those of ``numpylm.stream``; ``alternatives`` is how many other
-    tokens each step lists. The response is the ``step.text`` of the steps joined."""
+    tokens each step lists (a whole number from 0). The response is the ``step.text`` of the
+    steps joined."""
+    checks.whole_number("alternatives", alternatives, 0)
     new_ids: list[int] = []
     for s in stream(
         model,

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -116,14 +117,59 @@ def _download(repo_id: str) -> Path:
         raise CheckpointError(f"could not fetch {repo_id!r} from the Hugging Face Hub: {e}") from e
 
 
+def regular_file(path: str | os.PathLike[str], what: str, hint: str = "check the path") -> int:
+    """Check that ``path`` is a regular file (following symlinks) and return its size in bytes.
+
+    numpylm reads a file whole, often more than once (to checksum it, then to read it, then to
+    resume from it), and sizes it first to know whether it fits in memory: a directory, a named
+    pipe (FIFO), a device such as ``/dev/zero`` or a socket cannot be read that way.
+
+    Args:
+        what: the file, for the message ("the data file", "vocab.json").
+        hint: what to do about a path that does not exist.
+
+    Raises:
+        FileNotFoundError: nothing at ``path`` ("no {what} at '...': {hint}").
+        CheckpointError: something that is not a regular file, saying what it is.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(
+                f"{what} {os.fspath(path)!r} is a symbolic link to {os.readlink(path)!r}, "
+                "which does not exist"
+            ) from None
+        raise FileNotFoundError(f"no {what} at {os.fspath(path)!r}: {hint}") from None
+    except OSError as e:  # a dangling link's loop, a path through a file, no permission
+        raise CheckpointError(f"{what} {os.fspath(path)!r} cannot be read: {e.strerror}") from None
+    if stat.S_ISREG(mode):
+        return os.stat(path).st_size
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+    )
+    raise CheckpointError(
+        f"{what} {os.fspath(path)!r} is {kind}, not a file: numpylm reads a file whole and "
+        "sizes it first, so give the path of a regular file"
+    )
+
+
 def read_json(path: Path) -> dict[str, Any]:
     """Read a JSON object, with an error that names the file when it is not one.
 
     Raises:
-        CheckpointError: the file is not UTF-8 text, not valid JSON (nesting too deep for the
-            parser included), or valid JSON that is not an object.
+        CheckpointError: the path is not a regular file (``regular_file``); the file is not
+            UTF-8 text, not valid JSON (nesting too deep for the parser included), or valid
+            JSON that is not an object.
         OSError: the file cannot be read (FileNotFoundError when it is absent).
     """
+    regular_file(path, path.name)  # a FIFO would block the read below, a directory mislead it
     return _json_object(path, path.read_bytes())
 
 
@@ -171,10 +217,11 @@ def weight_files(model_dir: Path) -> list[Path]:
             shard.
     """
     single = model_dir / WEIGHTS_FILE
-    if single.is_file():
+    if os.path.lexists(single):  # whatever is there: a directory or a pipe is named as such
+        regular_file(single, WEIGHTS_FILE)
         return [single]
     index = model_dir / WEIGHTS_INDEX_FILE
-    if index.is_file():
+    if os.path.lexists(index):
         return _shards(index)
     pickles = [name for name in PICKLE_FILES if (model_dir / name).exists()]
     if pickles:
@@ -211,7 +258,9 @@ def _shards(index: Path) -> list[Path]:
         shards.add(shard)
     paths = [index.parent / shard for shard in sorted(shards)]
     for path in paths:
-        if not path.is_file():
+        if os.path.lexists(path):
+            regular_file(path, f"the shard {path.name}")
+        else:
             raise CheckpointError(
                 f"{index} names the shard {path.name}, which is missing from {index.parent}: the "
                 "download or copy is incomplete; fetch or save the model again"
@@ -297,6 +346,7 @@ def read_safetensors(path: Path, skip: Iterable[str] = ()) -> dict[str, np.ndarr
     """
     skipped = set(skip)
     try:
+        regular_file(path, path.name)  # open() would wait for ever on a named pipe
         with open(path, "rb") as f:
             tensors, data_start = _read_header(f, os.fstat(f.fileno()).st_size)
             wanted = {name: t for name, t in tensors.items() if name not in skipped}

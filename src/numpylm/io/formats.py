@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .. import memory
 from ..checks import positive_int
 from . import checkpoint
 from .checkpoint import CheckpointError
@@ -136,10 +137,16 @@ def read_model(
     model_dir = checkpoint.resolve(name_or_path)
     files = checkpoint.weight_files(model_dir)  # first: it explains a pickle-only directory
     config_path = model_dir / checkpoint.CONFIG_FILE
-    if not config_path.is_file():
+    if not os.path.lexists(config_path):
         raise CheckpointError(
             f"{model_dir} has no {checkpoint.CONFIG_FILE}: it is not a model directory"
         )
+    stored = sum(path.stat().st_size for path in files)
+    memory.fits(
+        2 * stored,  # the tensors as read, and the model's own arrays made from them
+        f"loading the {memory.size(stored)} of weights in {model_dir}",
+        "use a smaller model, or a machine with more memory",
+    )
     tensors: dict[str, np.ndarray] = {}
     for path in files:
         tensors |= checkpoint.read_safetensors(path)
@@ -171,7 +178,8 @@ def params_from_hf(
     Both key spellings (``h.0...`` and ``transformer.h.0...``) are accepted; the attention mask
     buffers are skipped and ``lm_head.weight``, when present, must equal ``wte.weight``'s shape
     (GPT-2 ties them). Every weight must be floating point: the file's header is the only
-    record of a tensor's type, so float32 bytes relabelled as int32 are refused here.
+    record of a tensor's type, so float32 bytes relabelled as int32 are refused here. And
+    finite: a NaN would otherwise surface as "training diverged" or as noise.
     """
     params: dict[str, np.ndarray] = {}
     lm_head = None
@@ -184,6 +192,13 @@ def params_from_hf(
                 f"{source}: tensor {name!r} is stored as {t.dtype} ({t.dtype.kind!r} kind), but "
                 "a model's weights are floating point (F16, BF16, F32 or F64): the file is "
                 "corrupt, or it is not a model's weights"
+            )
+        if not np.isfinite(t).all():  # generation would print NaN's noise, training stop
+            bad = np.flatnonzero(~np.isfinite(t))
+            raise CheckpointError(
+                f"{source}: tensor {name!r} holds {len(bad):,} value(s) that are NaN or "
+                f"infinite (the first at flat index {bad[0]}: {t.reshape(-1)[bad[0]]}); the "
+                "weights are broken: save or fetch the model again"
             )
         if name == "lm_head.weight":
             lm_head = t

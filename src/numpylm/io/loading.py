@@ -55,11 +55,13 @@ def load(name_or_path: str | os.PathLike[str] | None = None) -> tuple[GPT, Token
             come first.
 
     The tokenizer comes from the same place (``vocab.json`` + ``merges.txt``); a directory
-    without them gets GPT-2's tokenizer.
+    with neither gets GPT-2's tokenizer. A directory with one of them, or with something
+    other than a file under either name, is an error that says so (GPT-2's tokenizer would
+    be the wrong one).
     """
     directory = checkpoint.resolve(model_dir(name_or_path))
     model = GPT.from_pretrained(directory)
-    if (directory / VOCAB_FILE).is_file() and (directory / MERGES_FILE).is_file():
+    if any(os.path.lexists(directory / name) for name in (VOCAB_FILE, MERGES_FILE)):
         tokenizer = Tokenizer.from_pretrained(directory)
     else:
         tokenizer = Tokenizer.gpt2()

@@ -20,15 +20,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..checks import as_float, in_range
+from ..checks import as_float, float32_factor, in_range
 
 
 def check_repetition_penalty(theta: object) -> float:
-    """``theta`` as a float, or an error saying repetition_penalty must be a number > 0."""
-    value = as_float("repetition_penalty", theta)
-    return in_range(
-        "repetition_penalty", value, "a finite number > 0 (1 means no penalty)", value > 0
-    )
+    """``theta`` as a float, or an error saying repetition_penalty must be a number > 0 that
+    float32 can divide by (``checks.float32_factor``)."""
+    return float32_factor("repetition_penalty", theta, "1 means no penalty")
 
 
 def check_openai_penalty(name: str, alpha: object) -> float:
@@ -57,8 +55,24 @@ def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, theta: float)
     values once, when it is made, not at every token)."""
     if theta == 1:
         return logits
-    penalised = np.where(logits > 0, logits / theta, logits * theta)
-    return np.where(seen, penalised, logits)
+    with np.errstate(over="ignore"):
+        penalised = np.where(logits > 0, logits / theta, logits * theta)
+    out = np.where(seen, penalised, logits)
+    rows = (np.isposinf(out) & np.isfinite(logits)).any(axis=-1)
+    if rows.any():  # a tiny theta carried seen scores past float32's range: see _overflowed
+        out[rows] = _overflowed(logits[rows], out[rows], theta)
+    return out
+
+
+def _overflowed(logits: np.ndarray, penalised: np.ndarray, theta: float) -> np.ndarray:
+    """(R, V) rows where some ``z / theta`` passed float32's largest number: the others are
+    smaller by more than float32 can tell apart up there (2**104 apart), so they get
+    probability 0 (-inf), and the overflowed tokens keep their differences, shifted so the
+    largest is 0: ``(z - z_max) / theta``, which softmax reads as ``z / theta``."""
+    over = np.isposinf(penalised) & np.isfinite(logits)
+    top = np.max(np.where(over, logits, -np.inf), axis=-1, keepdims=True)  # (R, 1)
+    with np.errstate(over="ignore"):
+        return np.where(over, (logits - top) / theta, -np.inf).astype(logits.dtype)
 
 
 def frequency_penalty(logits: np.ndarray, counts: np.ndarray, alpha: float) -> np.ndarray:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import as_int
+
 
 def check_logits(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     """(..., V) -> (..., 1) the largest logit of each row (along ``axis``), after checking that
@@ -20,6 +22,7 @@ def check_logits(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     Raises:
         ValueError: a row holds NaN or +inf, or every entry of a row is ``-inf``.
     """
+    axis = as_int("axis", axis)
     top = np.max(logits, axis=axis, keepdims=True)  # (..., 1)
     if np.isnan(top).any() or np.isposinf(top).any():
         raise ValueError(

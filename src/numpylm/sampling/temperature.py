@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import as_float, in_range
+from ..checks import float32_factor
 from .greedy import greedy
 
 
 def check_temperature(t: object) -> float:
-    """``t`` as a float, or an error saying temperature must be a finite number >= 0."""
-    value = as_float("temperature", t)
-    return in_range("temperature", value, "a finite number >= 0 (0 means greedy)", value >= 0)
+    """``t`` as a float, or an error saying temperature must be 0 (greedy) or a number float32
+    can divide by (``checks.float32_factor``)."""
+    return float32_factor("temperature", t, "1 leaves the model's distribution", zero="greedy")
 
 
 def temperature(logits: np.ndarray, t: float) -> np.ndarray:
@@ -41,4 +41,13 @@ def apply_temperature(logits: np.ndarray, t: float) -> np.ndarray:
         return greedy(logits)
     if t == 1:
         return logits
-    return logits / t  # a Python float: a float32 array stays float32
+    with np.errstate(over="ignore"):
+        scaled = logits / t  # a Python float: a float32 array stays float32
+    overflow = np.isinf(scaled) & np.isfinite(logits)
+    if not overflow.any():
+        return scaled
+    # A tiny t carries scores past float32's range. Softmax ignores a shift, so divide the gap
+    # to each row's best score instead: the best becomes 0, and a gap too large to carry
+    # becomes -inf, probability 0, which is what float32 would give it anyway.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (logits - np.max(logits, axis=-1, keepdims=True)) / t

@@ -150,17 +150,19 @@ class Tokenizer:
 
         Raises:
             FileNotFoundError: a file is missing.
+            CheckpointError: a file is a directory, a pipe or a device (``regular_file``).
             CheckpointError: a file is not what GPT-2's tokenizer files are (see ``read_merges``
                 and ``ranks_from_vocab``): the message names the file and what is wrong.
         """
         directory = checkpoint.resolve(name_or_path)
         vocab_path, merges_path = directory / VOCAB_FILE, directory / MERGES_FILE
         for path in (vocab_path, merges_path):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{directory} has no {path.name}; a GPT-2 tokenizer needs {VOCAB_FILE} and "
-                    f"{MERGES_FILE}"
-                )
+            checkpoint.regular_file(
+                path,
+                path.name,
+                f"{directory} has no {path.name}, and a GPT-2 tokenizer needs {VOCAB_FILE} and "
+                f"{MERGES_FILE}",
+            )
         vocab = checkpoint.read_json(vocab_path)
         merges = read_merges(merges_path)
         ranks = ranks_from_vocab(vocab, merges, vocab_path, merges_path)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import memory
 from ..io import checkpoint
 from ..tokens.tokenizer import GPT2_PATTERN, Tokenizer
 
@@ -52,13 +53,21 @@ class TextData:
 def read_text(path: str | os.PathLike[str]) -> str:
     """The contents of a UTF-8 text file, exactly (no newline translation).
 
+    The file's size is checked against the free memory first (``memory.text_bytes``: reading
+    and tokenising it), so a text too large to hold is refused before a byte is read.
+
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not UTF-8 text.
+        CheckpointError: the path is a directory, a pipe or a device, not a file.
+        ValueError: the file is not UTF-8 text, or would not fit in memory.
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no text file at {str(p)!r}: check the --data path")
+    n = checkpoint.regular_file(p, "text file", "check the --data path")
+    memory.fits(
+        memory.text_bytes(n),
+        f"reading and tokenising {p} ({memory.size(n)})",
+        "use a part of the file",
+    )
     try:
         return p.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:

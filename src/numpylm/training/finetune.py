@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import checks
+from .. import checks, memory
 from ..generation.batching import generate_batch
 from ..io import checkpoint
 from ..io.checkpoint import CheckpointError
@@ -146,7 +146,7 @@ def load_template(name_or_path: str | os.PathLike[str]) -> str | None:
     """The template recorded in a fine-tuned model's directory, or None (not a local
     directory, or not fine-tuned with numpylm)."""
     path = Path(model_dir(name_or_path)) / TEMPLATE_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):  # anything under the name is read, or refused as a file
         return None
     template = checkpoint.read_json(path).get("template")
     try:
@@ -166,12 +166,18 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Example]:
 
     Raises:
         FileNotFoundError: no such file.
+        CheckpointError: the path is a directory, a pipe or a device, not a file.
+        ValueError: the file would not fit in memory (``memory.text_bytes``).
         DataError: the file holds no example, or bad lines: each is reported as
             ``FILE:LINE: reason`` (at most 10 of them).
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no data file at {str(p)!r}: check the --data path")
+    n = checkpoint.regular_file(p, "data file", "check the --data path")
+    memory.fits(
+        memory.text_bytes(n),  # the bytes, the lines, the examples and their token ids
+        f"reading and tokenising {p} ({memory.size(n)})",
+        "fine-tune on fewer examples",
+    )
     examples: list[Example] = []
     problems: list[str] = []
     n_bad = 0
@@ -208,6 +214,10 @@ def _parse_line(line: bytes) -> Example:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:  # Python's parser recurses once per nested array or object
+        raise ValueError("invalid JSON (arrays or objects nested too deeply to read)") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise ValueError(f"invalid JSON ({e})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {_json_kind(obj)}")
     missing = [k for k in ("prompt", "response") if k not in obj]
@@ -447,6 +457,23 @@ def _finetune(
         eval_every=cfg.eval_every or max(1, steps // 10),
     )
 
+    c = model.config  # a batch is padded to its longest example: the longest is the bound
+    longest = max(len(ids) for ids, _ in train_rows + val_rows)
+    memory.fits(
+        memory.training_bytes(
+            c.vocab_size,
+            longest,
+            c.n_layer,
+            c.n_head,
+            c.n_embd,
+            batch_size=cfg.batch_size,
+            itemsize=model.dtype.itemsize,
+            steps=steps,
+        ),
+        f"fine-tuning {model.num_params():,} parameters on batches of {cfg.batch_size} "
+        f"examples of up to {longest} tokens for {steps:,} steps",
+        "use a smaller --batch-size or fewer --steps (or a smaller model)",
+    )
     frozen = FROZEN_BY_FREEZE_EMBEDDINGS if cfg.freeze_embeddings else ()
     # In the config's order, whatever order the file had: the gradient norm sums the tensors'
     # shares in this order, and a resumed run must add them up exactly as the first one did.
@@ -633,6 +660,7 @@ def evaluate_sft(
             response (in tokens, plus one for ``<|endoftext|>``) or nothing can match.
         batch_size: prompts generated together (greedy answers do not depend on it).
     """
+    checks.whole_number("batch_size", batch_size, 1)
     if not examples:
         raise ValueError("evaluate_sft needs at least one example")
     eot = tokenizer.eot_id

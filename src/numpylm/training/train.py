@@ -36,11 +36,11 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .. import checks
+from .. import checks, memory
 from ..io import checkpoint
 from ..io.checkpoint import CheckpointError
 from ..models.gpt2.model import GPT, GPTConfig
-from ..tokens.tokenizer import Tokenizer
+from ..tokens.tokenizer import VOCAB_FILE, Tokenizer
 from .data import (
     TextData,
     chars_per_token,
@@ -283,8 +283,11 @@ def evaluate(
       context and is not; every other is, once).
 
     ``max_batches`` limits the work to that many batches of windows spread evenly over the
-    text; ``batch_size`` defaults to what keeps the logits under about 256 MB.
+    text (0 or None: all of it); ``batch_size`` (windows per batch, at least 1) defaults to
+    what keeps the logits under about 256 MB.
     """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
     ids = np.asarray(tokenizer.encode(text), dtype=np.int64)
     return evaluate_ids(
         model, ids, chars_per_token(tokenizer), batch_size=batch_size, max_batches=max_batches
@@ -302,6 +305,10 @@ def evaluate_ids(
     """``evaluate`` for text already encoded: ``ids`` (N,), ``char_counts`` (V,) from
     ``data.chars_per_token``."""
     T, V = model.config.n_ctx, model.config.vocab_size
+    if batch_size is not None:
+        checks.whole_number("batch_size", batch_size, 1)
+    if max_batches is not None:
+        checks.whole_number("max_batches", max_batches, 0)
     if batch_size is None:
         batch_size = int(np.clip(2**28 // (T * V * model.dtype.itemsize), 1, 64))
     x, y = eval_windows(ids, T)  # (W, T) each
@@ -359,6 +366,7 @@ def train(
             that holds a run or other files, or a directory another run is writing.
     """
     out = Path(cfg.out)
+    check_memory(cfg)
     text = read_text(cfg.data)
     sha = sha256_text(text)
     tokenizer_dir = cfg.tokenizer if parse_tokenizer_spec(cfg.tokenizer)[0] == "dir" else None
@@ -376,6 +384,42 @@ def train(
         ) as run,
     ):
         return _train(cfg, run, text, sha, progress)
+
+
+def check_memory(cfg: TrainConfig) -> None:
+    """Refuse a run that would not fit in the free memory, before anything is read, learnt or
+    built: its text (``memory.text_bytes``) and its training steps (``memory.training_bytes``:
+    the model, its gradients and AdamW's moments, the activations of a batch, the losses kept),
+    from the shape the flags give. The vocabulary is the one the tokenizer will have."""
+    kind, size = parse_tokenizer_spec(cfg.tokenizer)
+    if kind == "dir":
+        vocab = len(checkpoint.read_json(Path(cfg.tokenizer) / VOCAB_FILE))
+    else:
+        vocab = size or 50257  # bpe:SIZE counts <|endoftext|>; GPT-2's has 50257 tokens
+    c = cfg.model_config(vocab)
+    try:
+        text = memory.text_bytes(os.stat(cfg.data).st_size)
+    except OSError:  # read_text says what is wrong with the path
+        text = 0
+    need = memory.training_bytes(
+        c.vocab_size,
+        c.n_ctx,
+        c.n_layer,
+        c.n_head,
+        c.n_embd,
+        batch_size=cfg.batch_size,
+        itemsize=np.dtype(cfg.dtype).itemsize,
+        threads=cfg.threads,
+        steps=cfg.steps,
+    )
+    memory.fits(
+        text + need,
+        f"training {memory.num_params(c.vocab_size, c.n_ctx, c.n_layer, c.n_embd):,} "
+        f"parameters (n_layer={c.n_layer}, n_embd={c.n_embd}, n_ctx={c.n_ctx}, vocabulary "
+        f"{c.vocab_size}) on batches of {cfg.batch_size} x {c.n_ctx} tokens for {cfg.steps:,} "
+        "steps",
+        "use a smaller --n-embd, --n-layer, --n-ctx, --batch-size or --steps (or less --data)",
+    )
 
 
 def _train(

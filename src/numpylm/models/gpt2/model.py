@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from ... import checks
+from ... import checks, memory
 from ...io import formats
 from ...layers import cross_entropy, embedding, merge_heads, split_heads
 from ..backends import Backend, get_backend
+from ..cache import KVCache
 from ..initialisation import init_params
-from ..padding import Padding, positions_and_mask
+from ..padding import positions_and_mask
 from . import backward
 
 DType = np.dtype[Any] | type
@@ -95,32 +96,6 @@ def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     return shapes | {"ln_f.weight": (C,), "ln_f.bias": (C,)}
 
 
-@dataclass
-class KVCache:
-    """The keys and values of every token the model has already read, per layer.
-
-    Without a cache, each new token would mean running the whole sequence through the model
-    again; with it, a step computes the new token's query, key and value only and attends over
-    the stored ones. The arrays are allocated once, for the full context.
-
-    Attributes:
-        k: (n_layer, B, H, n_ctx, D) keys; positions ``[0, length)`` are filled.
-        v: (n_layer, B, H, n_ctx, D) values, aligned with ``k``.
-        length: number of positions filled so far; the next token goes at this index.
-        padding: which cached positions are padding, for batches of prompts padded on the
-            left (``numpylm.models.padding``); None while there is none.
-    """
-
-    k: np.ndarray
-    v: np.ndarray
-    length: int = 0
-    padding: Padding | None = None
-
-    def reset(self) -> None:
-        """Forget every stored token (the arrays are kept for reuse)."""
-        self.length, self.padding = 0, None
-
-
 class GPT:
     """A GPT-2 language model whose parameters are plain NumPy arrays.
 
@@ -142,6 +117,8 @@ class GPT:
         self.config, self.dtype, self.backend = config, np.dtype(dtype), get_backend(backend)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        if params is None:  # loaded weights were checked before they were read
+            memory.check_model(config, self.dtype.itemsize, "building")
         shapes = param_shapes(config)
         params = init_params(shapes, config.n_layer, seed, self.dtype) if params is None else params
         formats.check_shapes(shapes, params, f"the config ({config})")
@@ -166,6 +143,7 @@ class GPT:
         Face Hub (``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``, ...: downloaded once)."""
         hf, tensors, source = formats.read_model(name_or_path)
         config = GPTConfig.from_hf(hf, source=f"{source}/config.json")
+        memory.check_model(config, np.dtype(dtype).itemsize, "loading", source)
         params = formats.params_from_hf(tensors, param_shapes(config), source)
         return cls(config, dtype=dtype, params=params)
 
