@@ -157,7 +157,12 @@ def test_recover_rolls_a_commit_forward_and_drops_a_half_written_save(tmp_path: 
     ("damage", "message"),
     [
         ("delete", r"incomplete: optimizer\.safetensors is missing"),
-        ("flip", r"optimizer\.safetensors is corrupt or truncated: .* when step 1 was saved"),
+        (
+            "flip",
+            r"optimizer\.safetensors is corrupt or truncated: its sha256 differs from the "
+            r"one recorded in trainer_state\.json when step 1 was saved\. The run cannot be "
+            r"resumed from it exactly; restore the file from a copy, or start a new run$",
+        ),
         ("format", r"is not a numpylm trainer state \(format 'other', expected "),
         ("no state", r"has no trainer_state\.json: there is no training run to resume"),
     ],
@@ -271,17 +276,97 @@ def test_saved_args_finishes_a_committed_save_first(tmp_path: Path) -> None:
 
 
 def test_nothing_to_resume(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="there is no fine-tuning run to resume there"):
+    with pytest.raises(CheckpointError) as refused:
         runs.saved_args(tmp_path, "finetune")
+    assert str(refused.value) == (
+        f"{tmp_path} has no trainer_state.json: there is no fine-tuning run to resume there "
+        "(leave out --resume to start one)"
+    )
+    with pytest.raises(CheckpointError) as refused:
+        runs.load_checkpoint(tmp_path)
+    assert str(refused.value) == (
+        f"{tmp_path} has no trainer_state.json: there is no training run to resume there "
+        "(leave out --resume to start one)"
+    )
+
+
+def test_a_run_saved_before_kinds_were_recorded_is_a_training_run(tmp_path: Path) -> None:
+    save(tmp_path, 1)
+    state = read_state(tmp_path)
+    del state["kind"]
+    (tmp_path / STATE).write_text(json.dumps(state))
+    assert runs.saved_args(tmp_path, "train") == {"steps": 12, "lr": 0.01}
+    with pytest.raises(CheckpointError, match="is not a fine-tuning run but a training run"):
+        runs.saved_args(tmp_path, "finetune")
+    (tmp_path / STATE).write_text(json.dumps(state | {"kind": "dpo"}))
+    with pytest.raises(CheckpointError) as refused:
+        runs.saved_args(tmp_path, "train")
+    assert str(refused.value) == (
+        f"{tmp_path / STATE} is not a training run but a dpo: resume it with numpylm train"
+    )
+
+
+def test_a_float64_run_resumes_in_float64(tmp_path: Path) -> None:
+    model = GPT(GPTConfig(vocab_size=259, n_ctx=8, n_layer=1, n_head=2, n_embd=8), 0, np.float64)
+    optimizer = AdamW(model.params, lr=1e-2)
+    state = trainer_state(1) | {"dtype": "float64"}
+    runs.save_checkpoint(tmp_path, model, byte_tokenizer(), optimizer, state)
+    run = runs.load_checkpoint(tmp_path)
+    assert {p.dtype for p in run.model.params.values()} == {np.dtype(np.float64)}
+    for name, p in model.params.items():
+        np.testing.assert_array_equal(run.model.params[name], p)
+
+
+def refusal(out: Path, kind: str = "train", **kw: Any) -> str:
+    """The message ``open_run`` refuses ``out`` with; nothing in ``out`` may change."""
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError) as refused:
+        with open_run(out, kind, **kw):
+            pass
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    return str(refused.value)
 
 
 def test_a_directory_holding_a_checkpoint_is_refused_and_kept(tmp_path: Path) -> None:
     save(tmp_path, 3)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    with pytest.raises(CheckpointError, match=r"already holds a training run \(step 3\)"):
-        with open_run(tmp_path):
-            pass
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert refusal(tmp_path) == (
+        f"{tmp_path} already holds a training run (step 3): pass --resume to continue it, "
+        "choose another --out, or pass --overwrite to delete it and start again"
+    )
+
+
+def test_a_save_committed_before_any_checkpoint_is_a_run(tmp_path: Path) -> None:
+    (tmp_path / runs.COMMIT).mkdir()  # the first save crashed after its commit point
+    assert refusal(tmp_path).startswith(f"{tmp_path} already holds a training run (step ?): ")
+
+
+@pytest.mark.parametrize(
+    ("started", "described"),
+    [("finetune", "a fine-tuning run"), ("other", "a run of another kind")],
+)
+def test_a_run_of_another_kind_stopped_early_is_refused(
+    tmp_path: Path, started: str, described: str
+) -> None:
+    (tmp_path / MARKER).write_text(json.dumps({"kind": started, "format": "x"}))
+    assert refusal(tmp_path) == (
+        f"{tmp_path} holds {described} that was stopped before its first checkpoint: choose "
+        "another --out, or pass --overwrite"
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "listed"), [(5, "n0, n1, n2, n3, n4"), (6, "n0, n1, n2, n3, n4 and 1 more")]
+)
+def test_a_user_folder_is_refused_naming_at_most_five_files(
+    tmp_path: Path, n: int, listed: str
+) -> None:
+    for i in range(n):
+        (tmp_path / f"n{i}").write_text("mine")
+    assert refusal(tmp_path) == (
+        f"{tmp_path} is not empty ({listed}) and is not a numpylm run: nothing in it is "
+        "overwritten. Choose another --out (a new or empty directory), or pass --overwrite to "
+        "delete everything in it first"
+    )
 
 
 def test_a_user_folder_is_refused_with_its_files_listed(tmp_path: Path) -> None:
@@ -318,9 +403,13 @@ def test_out_may_not_be_or_hold_what_the_run_reads(tmp_path: Path) -> None:
     base.mkdir()
     (base / "data.txt").write_text("text")
     for out in (base, tmp_path):
-        with pytest.raises(CheckpointError, match=rf"--out {out} is where the run reads"):
+        with pytest.raises(CheckpointError) as refused:
             with open_run(out, reads=[None, "gpt2", base / "data.txt"]):
                 pass
+        assert str(refused.value) == (
+            f"--out {out} is where the run reads {base / 'data.txt'} from: writing there would "
+            "destroy what is being read. Choose another --out"
+        )
     with open_run(tmp_path / "other", reads=[None, "gpt2", base / "data.txt"]):
         pass
 
@@ -329,15 +418,19 @@ def test_out_may_not_be_or_hold_what_the_run_reads(tmp_path: Path) -> None:
 # Ctrl-C and digests
 
 
-def test_the_first_ctrl_c_is_a_request_and_the_second_stops(tmp_path: Path) -> None:
-    before = signal.getsignal(signal.SIGINT)
-    with runs.deferred_sigint() as interrupted:
-        assert not interrupted()
-        os.kill(os.getpid(), signal.SIGINT)
-        assert interrupted()
-        with pytest.raises(KeyboardInterrupt):
+def test_the_first_ctrl_c_is_a_request_and_the_second_stops() -> None:
+    # Python's own handler, as in a terminal (a background job starts with SIGINT ignored)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with runs.deferred_sigint() as interrupted:
+            assert not interrupted()
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is before
+            assert interrupted()
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_an_ignored_ctrl_c_stays_ignored() -> None:
