@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from numpylm import GPT, GPTConfig, formats
-from numpylm.checkpoint import CheckpointError
+from numpylm.checkpoint import CheckpointError, write_json, write_safetensors
 from numpylm.model import param_shapes
 
 CONFIG = GPTConfig(vocab_size=259, n_ctx=8, n_layer=1, n_head=2, n_embd=8)
@@ -243,3 +243,59 @@ def test_read_model_needs_a_config(tmp_path: Path) -> None:
     (tmp_path / "config.json").unlink()
     with pytest.raises(CheckpointError, match=r"has no config\.json: it is not a model directory"):
         formats.read_model(tmp_path)
+
+
+def test_a_refusal_names_config_json_by_default() -> None:
+    with pytest.raises(CheckpointError, match=r"^config\.json: model_type is 'llama'; "):
+        formats.config_from_hf({"model_type": "llama"}, dict)
+
+
+def test_read_model_reads_every_shard(tmp_path: Path) -> None:
+    model = GPT(CONFIG, seed=0)
+    t = tensors(model)
+    names = sorted(t)
+    shards = {
+        "model-00001-of-00002.safetensors": names[:5],
+        "model-00002-of-00002.safetensors": names[5:],
+    }
+    for shard, held in shards.items():
+        write_safetensors(tmp_path / shard, {k: t[k] for k in held})
+    weight_map = {k: shard for shard, held in shards.items() for k in held}
+    write_json(tmp_path / "model.safetensors.index.json", {"weight_map": weight_map})
+    write_json(tmp_path / "config.json", model.config.to_hf())
+    _, read, _ = formats.read_model(tmp_path)
+    assert sorted(read) == names
+    again = GPT.from_pretrained(tmp_path)
+    for k, p in model.params.items():
+        np.testing.assert_array_equal(again.params[k], p)
+
+
+def test_buffers_and_lm_head_may_come_first() -> None:
+    """A file's tensors come in any order: the skipped buffers and the tied lm_head first."""
+    model = GPT(CONFIG, seed=0)
+    first = {
+        "transformer.h.0.attn.bias": np.ones((1, 1, 8, 8), np.float32),
+        "lm_head.weight": model.params["wte.weight"],
+    }
+    params = formats.params_from_hf(first | tensors(model), param_shapes(CONFIG), Path("m"))
+    assert set(params) == set(param_shapes(CONFIG))
+
+
+def test_the_integer_weights_message_in_full() -> None:
+    t = tensors(GPT(CONFIG, seed=0))
+    t["transformer.ln_f.bias"] = t["transformer.ln_f.bias"].view(np.int32)
+    with pytest.raises(CheckpointError) as refused:
+        formats.params_from_hf(t, param_shapes(CONFIG), Path("m"))
+    assert str(refused.value) == (
+        "m: tensor 'ln_f.bias' is stored as int32 ('i' kind), but a model's weights are floating "
+        "point (F16, BF16, F32 or F64): the file is corrupt, or it is not a model's weights"
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "listed"), [(5, "x0, x1, x2, x3, x4"), (6, "x0, x1, x2, x3, x4 and 1 more")]
+)
+def test_at_most_five_names_are_listed(n: int, listed: str) -> None:
+    with pytest.raises(CheckpointError) as refused:
+        formats.check_shapes({}, {f"x{i}": np.zeros(1) for i in range(n)})
+    assert str(refused.value) == f"parameters do not match the config: unexpected {listed}"
