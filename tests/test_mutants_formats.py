@@ -79,6 +79,8 @@ def test_the_config_written_is_gpt2s() -> None:
     assert hf["scale_attn_by_inverse_layer_idx"] is False
     assert hf["reorder_and_upcast_attn"] is False
     assert hf["bos_token_id"] == hf["eos_token_id"] == 258
+    assert hf["torch_dtype"] == "float32"  # what a config describes until the weights say else
+    assert len(hf) == 21  # and nothing else
     # and it reads back as the same shape
     assert formats.config_from_hf(hf, dict) == {
         "vocab_size": 259,

@@ -124,6 +124,7 @@ def test_a_checkpoint_records_every_file_and_reads_back_exactly(tmp_path: Path) 
     assert run.step == 2 and run.losses == [3.5, 3.25] and run.elapsed == 12.5
     assert run.history == [{"step": 2, "val_loss": 3.0}]
     assert list(run.model.params) == list(param_shapes(model.config))  # the gradient-norm order
+    assert {p.dtype for p in run.model.params.values()} == {np.dtype(np.float32)}
     for name, p in model.params.items():
         np.testing.assert_array_equal(run.model.params[name], p)
     expected = optimizer.state_dict()
