@@ -272,3 +272,70 @@ def test_its_own_merge_is_tiktokens() -> None:
     for piece in pieces:
         expected = trained.encoding._encode_single_piece(piece)
         assert tokenizer_module._byte_pair_merge(ranks, piece) == expected, piece
+
+
+def test_its_own_merge_joins_forward_and_backward() -> None:
+    """Hand-made merges where a new part joins the part after it (``ab`` then ``abc``) and the
+    part before it (``ab`` then ``cab``), against tiktoken on every piece of up to 7 bytes."""
+    ranks = {bytes([b]): b for b in range(256)}
+    for token in (b"ab", b"abc", b"cab", b"cc", b"abab", b"ccab", b"bc", b"abcab"):
+        ranks[token] = len(ranks)
+    encoding = Tokenizer.from_ranks(ranks, name="hand").encoding
+    pieces = [b""]
+    for _ in range(7):
+        pieces = [p + c for p in pieces for c in (b"a", b"b", b"c")]
+        for piece in pieces:
+            expected = encoding._encode_single_piece(piece)
+            assert tokenizer_module._byte_pair_merge(ranks, piece) == expected, piece
+
+
+def test_the_first_bad_id_is_named_after_a_zero(tok: Tokenizer) -> None:
+    for ids in ([0, 261], np.array([0, 261])):
+        with pytest.raises(ValueError, match=r"^decode: token id 261 is not in the vocabulary"):
+            tok.decode(ids)
+
+
+def test_bytes_that_are_not_utf8_become_the_replacement_character(tok: Tokenizer) -> None:
+    assert tok.decode([0xE2, 0x82]) == "\ufffd" and tok.decode([104, 0xFF]) == "h\ufffd"
+    assert tok.token_text(0xFF) == "\ufffd" and tok.token_text(104) == "h"
+
+
+def test_an_encoding_with_gaps_in_its_ids(tmp_path: Path) -> None:
+    """An encoding whose special token sits past a gap (not numpylm's own): the missing ids
+    are refused like ids past the end."""
+    gapped = tiktoken.Encoding(
+        name="gapped",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks={bytes([b]): b for b in range(256)},
+        special_tokens={"<|endoftext|>": 300},
+    )
+    tok = Tokenizer(gapped)
+    assert tok.n_vocab == 301 and tok.token_bytes(300) == b"<|endoftext|>"
+    with pytest.raises(ValueError) as refused:
+        tok.token_bytes(280)
+    assert str(refused.value) == (
+        "token_bytes: token id 280 is not in the vocabulary, whose ids are 0..300 (n_vocab=301)"
+    )
+
+
+def test_gpt2_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(name: str) -> None:
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    with pytest.raises(CheckpointError) as refused:
+        Tokenizer.gpt2()
+    assert str(refused.value) == (
+        "could not get GPT-2's tokenizer (ConnectionError): tiktoken downloads it once and "
+        "caches it in TIKTOKEN_CACHE_DIR. Connect once, or use a model directory that has its "
+        "own vocab.json and merges.txt (train one offline with --tokenizer bpe:1024)"
+    )
+
+
+def test_long_runs_cut_where_tiktoken_cuts() -> None:
+    """With a two-space token, a run at the end of the text is one chunk, and a run before a
+    word leaves its last space to the word: the cut must give tiktoken's tokens in both."""
+    spaced = Tokenizer.from_ranks({bytes([b]): b for b in range(256)} | {b"  ": 256}, name="sp")
+    n = tokenizer_module.LONG_WHITESPACE
+    for text in ("a" + " " * n, "a" + " " * (n + 1), "a" + " " * (n + 1) + "b", " " * n + "b"):
+        assert spaced._encode_long(text) == spaced.encoding.encode_ordinary(text)
