@@ -394,3 +394,64 @@ def test_shards(tmp_path: Path) -> None:
         f"{path} names the shard c.safetensors, which is missing from {tmp_path}: the download "
         "or copy is incomplete; fetch or save the model again"
     )
+
+
+def test_boundaries_of_the_framing(tmp_path: Path) -> None:
+    assert why(tmp_path, bytes(8)) == (  # 8 bytes: a header length of 0, so no JSON
+        "the header is not valid JSON: Expecting value: line 1 column 1 (char 0)"
+    )
+    assert why(tmp_path, struct.pack("<Q", 100_000_000) + bytes(8)) == (
+        "the header claims 100,000,000 bytes, the file has 16 in all"
+    )
+    assert why(tmp_path, struct.pack("<Q", 12) + bytes(10)) == (
+        "the header claims 12 bytes, the file has 18 in all"
+    )
+    assert why(tmp_path, blob(None, raw=b"[" * 100_000)) == (
+        "the header is not valid JSON: it nests too deeply"
+    )
+
+
+def test_the_depth_limit_is_127_levels(tmp_path: Path) -> None:
+    for outer in (b'{"x": ', b'[{"x": '):
+        close = b"}" if outer.startswith(b"{") else b"}]"
+        levels = outer.count(b"{") + outer.count(b"[")
+        ok = outer + b"[" * (127 - levels) + b"]" * (127 - levels) + close
+        assert "deeper" not in why(tmp_path, blob(None, raw=ok))
+        deep = outer + b"[" * (128 - levels) + b"]" * (128 - levels) + close
+        assert why(tmp_path, blob(None, raw=deep)) == (
+            "the header nests arrays and objects deeper than 127"
+        )
+
+
+@pytest.mark.parametrize(
+    ("number", "shown"),
+    [
+        ("-9223372036854775808", "-9223372036854775808"),  # -2**63: still an integer
+        ("-9223372036854775809", "-9.223372036854776e+18"),  # beyond 64 bits: a float
+        ("18446744073709551616", "1.8446744073709552e+19"),  # 2**64
+        ("-0", "-0.0"),
+    ],
+)
+def test_integers_beyond_64_bits_are_read_as_floats(
+    tmp_path: Path, number: str, shown: str
+) -> None:
+    raw = b'{"x": {"dtype": "U8", "shape": [' + number.encode() + b'], "data_offsets": [0, 0]}}'
+    assert why(tmp_path, blob(None, raw=raw)) == (
+        f"tensor 'x' has the shape [{shown}]: a shape is a list of whole numbers from 0"
+    )
+
+
+@pytest.mark.parametrize("shape", [[2**61], [2**32, 2**32, 0]])
+def test_counts_that_reach_2_to_the_64_are_refused(tmp_path: Path, shape: list[int]) -> None:
+    """As in the library, whose running product overflows at 2**64 bits or elements, even
+    when a later 0 would bring it back."""
+    assert why(tmp_path, blob({"x": entry("U8", shape, 0, 0)})) == (
+        f"tensor 'x' has shape {shape}, too many elements to count"
+    )
+
+
+@pytest.mark.parametrize(("n", "shown"), [(78, "'" + "s" * 78 + "'"), (79, "'" + "s" * 76 + "...")])
+def test_long_values_are_shortened_to_80_characters(tmp_path: Path, n: int, shown: str) -> None:
+    assert why(tmp_path, blob({"x": "s" * n})) == (
+        f"tensor 'x' should have an object with its dtype, shape and data_offsets, it has {shown}"
+    )
