@@ -455,3 +455,30 @@ def test_long_values_are_shortened_to_80_characters(tmp_path: Path, n: int, show
     assert why(tmp_path, blob({"x": "s" * n})) == (
         f"tensor 'x' should have an object with its dtype, shape and data_offsets, it has {shown}"
     )
+
+
+def test_writes_create_missing_parent_folders(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "c.json"
+    checkpoint.write_json(path, {"k": 1})
+    assert json.loads(path.read_text()) == {"k": 1}
+
+
+def test_the_pickle_message_gives_the_conversion_line(tmp_path: Path) -> None:
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(CheckpointError) as refused:
+        checkpoint.weight_files(tmp_path)
+    assert str(refused.value).splitlines()[1] == (
+        '  python -c "from transformers import GPT2LMHeadModel as M; '
+        f"M.from_pretrained('{tmp_path}').save_pretrained('{tmp_path}')\""
+    )
+
+
+def test_more_messages_in_full(tmp_path: Path) -> None:
+    two = {"x": entry("U8", [1], 0, 1), "y": entry("U8", [3], 1, 3)}
+    assert why(tmp_path, blob(two, bytes(3))) == (
+        "tensor 'y' has shape [3] of U8, 3 bytes, but its data_offsets [1, 3] give it 2"
+    )
+    number = "1" + "0" * 400
+    assert why(tmp_path, blob(None, raw=b'{"x": ' + number.encode() + b".5}")) == (
+        f"the header is not valid JSON: the number {number[:30]} is out of range"
+    )
