@@ -29,7 +29,7 @@ LAYERS = [
     ["checks", "checkpoint", "optim", "_deprecated"],
     ["sampling"],
     ["layers", "tokenizer", "initialisation"],
-    ["parallel", "padding", "formats", "bpe", "data"],
+    ["parallel", "padding", "formats", "bpe", "data", "tokens"],
     ["backends", "backprop"],
     ["model"],
     ["context", "loading", "runs", "viz"],

@@ -112,7 +112,7 @@ def read_gguf_vocabulary(path_or_reader: str | os.PathLike[str] | Any) -> Vocabu
     """A GGUF file's tokenizer keys (``tokenizer.ggml.*``, ``tokenizer.chat_template``)."""
     from gguf import GGUFReader  # imported here: only GGUF files need it
 
-    reader = path_or_reader
+    reader: Any = path_or_reader
     if isinstance(path_or_reader, (str, os.PathLike)):
         try:
             reader = GGUFReader(path_or_reader)
@@ -235,7 +235,8 @@ def read_hf_vocabulary(directory: str | os.PathLike[str]) -> Vocabulary:
         if tokens[i] is not None:
             raise CheckpointError(f"{path}: tokens {tokens[i]!r} and {token!r} share the id {i}")
         tokens[i] = token
-    special, added = set(), set()
+    special: set[int] = set()
+    added: set[int] = set()
     for entry in added_list:
         i, content = entry["id"], entry["content"]
         if tokens[i] not in (None, content):
@@ -340,12 +341,15 @@ def build_tokenizer(vocab: Vocabulary) -> Tokenizer:
             "unk_token": vocab.unk_id,
             "pad_token": vocab.pad_id,
         }
-        template = ChatTemplate(
-            vocab.chat_template,
-            special_tokens={k: vocab.tokens[i] for k, i in names.items() if i is not None},
-            control_tokens=[texts[i] for i in vocab.special],
-            origin=source,
-        )
+        try:
+            template = ChatTemplate(
+                vocab.chat_template,
+                special_tokens={k: vocab.tokens[i] for k, i in names.items() if i is not None},
+                control_tokens=[texts[i] for i in vocab.special],
+                origin=source,
+            )
+        except ValueError as e:  # not valid Jinja: the file is at fault
+            raise CheckpointError(str(e)) from None
     ends = [i for i in (vocab.eos_id, vocab.eot_id) if i is not None]
     ends += [specials[t] for t in ("<|im_end|>", EOT) if t in specials]
     return Tokenizer(
