@@ -230,9 +230,19 @@ def _byte_fallback(doc: dict[str, Any]) -> None:
     doc["model"]["byte_fallback"] = True
 
 
+def _huge_id(doc: dict[str, Any]) -> None:
+    doc["model"]["vocab"]["Ġt"] = 10**12  # must not make a list of 10**12 entries
+
+
+def _adds_a_start_token(doc: dict[str, Any]) -> None:
+    doc["post_processor"] = {"type": "TemplateProcessing", "single": [], "pair": []}
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
+        (_huge_id, r"the ids reach 1000000000000 but there are 559 tokens"),
+        (_adds_a_start_token, r"post_processor 'TemplateProcessing' adds tokens"),
         (_swap_two_merges, r"merge \d+ .* out of the merge order"),
         (_unknown_part, r"merge 6 .* the vocabulary lacks"),
         (_outside_alphabet, r"outside GPT-2's byte alphabet"),
@@ -397,11 +407,18 @@ def test_unsafe_attributes_render_as_nothing() -> None:
 
 
 def test_template_helpers_behave_as_in_transformers() -> None:
+    # Written over several lines, as most templates are: trim_blocks drops the line break after
+    # a block tag and lstrip_blocks the indentation before one.
     source = (
-        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
-        "{{ messages | tojson }}|{{ strftime_now('%Y') | length }}|"
-        "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.content }}"
-        "{% endfor %}"
+        "{% if messages[0]['role'] == 'system' %}\n"
+        "    {{ raise_exception('no system role') }}\n"
+        "{% endif %}\n"
+        "{{ messages | tojson }}|{{ strftime_now('%Y') | length }}|\n"
+        "{% for m in messages %}\n"
+        "    {% if loop.index > 1 %}{% break %}{% endif %}\n"
+        "    {%- set ns = namespace(text=m.content) %}\n"
+        "  {{ ns.text }}\n"
+        "{% endfor %}\n"
     )
     transformers = pytest.importorskip("transformers")
     theirs = transformers.PreTrainedTokenizerFast(

@@ -230,6 +230,12 @@ def read_hf_vocabulary(directory: str | os.PathLike[str]) -> Vocabulary:
                 f"{path}: added_tokens holds {entry!r}, not {{'id': ..., 'content': ...}}"
             )
         size = max(size, entry["id"] + 1)
+    n_ids = len(set(vocab.values()) | {entry["id"] for entry in added_list})
+    if size > n_ids:  # checked before a list of that size is made
+        raise CheckpointError(
+            f"{path}: the ids reach {size - 1} but there are {n_ids} tokens; ids run from 0 "
+            "with no gaps"
+        )
     tokens: list[str | None] = [None] * size
     for token, i in vocab.items():
         if tokens[i] is not None:
@@ -251,9 +257,6 @@ def read_hf_vocabulary(directory: str | os.PathLike[str]) -> Vocabulary:
                 )
         tokens[i] = content
         (special if entry.get("special") else added).add(i)
-    gaps = [i for i, t in enumerate(tokens) if t is None]
-    if gaps:
-        raise CheckpointError(f"{path}: no token has the id {gaps[0]} ({len(gaps)} ids are unused)")
     merges = []
     for n, m in enumerate(raw_merges):
         if isinstance(m, str):
@@ -271,9 +274,10 @@ def read_hf_vocabulary(directory: str | os.PathLike[str]) -> Vocabulary:
         if text is not None and text not in by_text:
             raise CheckpointError(f"{config_path}: {k}_token {text!r} is not a token")
         ids[k] = by_text.get(text) if text is not None else None
+    _check_post_processor(doc.get("post_processor"), path)
     return Vocabulary(
         source=str(path),
-        tokens=[t for t in tokens if t is not None],
+        tokens=[t for t in tokens if t is not None],  # none is: the ids fill 0 .. size - 1
         merges=merges,
         pre=_pre_tokenizer_name(doc, path),
         special=special,
@@ -471,6 +475,18 @@ def _normalization(normalizer: Any, path: Path) -> str | None:
         return "NFC"
     kind = normalizer.get("type") if isinstance(normalizer, dict) else normalizer
     raise CheckpointError(f"{path}: the normalizer {kind!r} is not one numpylm implements (NFC)")
+
+
+def _check_post_processor(processor: Any, path: Path) -> None:
+    """Refuse a post-processor that adds tokens to every text (Llama 3's start token): numpylm's
+    ``encode`` gives the text's tokens only. GPT-2's, SmolLM2's and Qwen2's ``ByteLevel`` changes
+    only the offsets of tokens in the text."""
+    kind = processor.get("type") if isinstance(processor, dict) else processor
+    if processor is not None and kind != "ByteLevel":
+        raise CheckpointError(
+            f"{path}: the post_processor {kind!r} adds tokens to every text, which numpylm does "
+            "not do; its encode() gives the text's own tokens"
+        )
 
 
 def _pre_tokenizer_name(doc: Mapping[str, Any], path: Path) -> str:
