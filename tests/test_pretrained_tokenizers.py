@@ -542,3 +542,11 @@ def test_smollm2_chat_template_equals_transformers(smollm2: Tokenizer, smollm2_j
         "Face<|im_end|>\n<|im_start|>user\nWho was the first president?<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
+
+
+def test_a_million_spaces_get_a_clear_error_with_other_patterns(tiny_hf: Tokenizer) -> None:
+    """tiktoken's regex gives up on a run of about a million spaces; numpylm's cut is proven for
+    GPT-2's pattern only, so with SmolLM2's it says so instead of crashing."""
+    assert len(tiny_hf.encode(" " * 1000 + "1")) > 1
+    with pytest.raises(ValueError, match=r"a run of 100,000 or more whitespace characters"):
+        tiny_hf.encode("a" + " " * 1_000_000 + "b")

@@ -332,7 +332,9 @@ class Tokenizer:
         if len(self._present) < 256:
             self._check_encodable(text)
         try:
-            return list(self.encoding.encode_ordinary(text))
+            # encode(), not encode_ordinary(): only encode() turns a regex failure into a
+            # ValueError (encode_ordinary panics); no special token is matched either way.
+            return list(self.encoding.encode(text, disallowed_special=()))
         except ValueError:
             # tiktoken's regex engine gives up on a run of about a million whitespace
             # characters (its backtracking stack is full); numpylm then cuts the text itself,
