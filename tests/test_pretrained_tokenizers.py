@@ -550,3 +550,24 @@ def test_a_million_spaces_get_a_clear_error_with_other_patterns(tiny_hf: Tokeniz
     assert len(tiny_hf.encode(" " * 1000 + "1")) > 1
     with pytest.raises(ValueError, match=r"a run of 100,000 or more whitespace characters"):
         tiny_hf.encode("a" + " " * 1_000_000 + "b")
+
+
+def test_added_tokens_not_marked_special_are_matched_in_any_text(tmp_path: Path) -> None:
+    """Hugging Face matches an added token whose ``special`` is false in all text (Qwen2's
+    ``<tool_call>``); numpylm too, while the special ones stay text unless allowed."""
+    doc = json.loads((FIXTURE / "tokenizer.json").read_text(encoding="utf-8"))
+    doc["added_tokens"][1]["special"] = False  # <|im_start|>
+    (tmp_path / "tokenizer.json").write_text(json.dumps(doc), encoding="utf-8")
+    tok, oracle = tokenizer_from_hf(tmp_path), hf(tmp_path / "tokenizer.json")
+    text = "a<|im_start|>b<|im_end|>"
+    assert tok.encode(text, allow_special=True) == hf_ids(oracle, text)
+    assert tok.encode(text)[:3] == [*tok.encode("a"), 1, *tok.encode("b")]
+    assert 2 not in tok.encode(text)
+
+
+def test_save_pretrained_refuses_what_gpt2_files_cannot_hold(
+    tiny_hf: Tokenizer, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="save_pretrained writes GPT-2's"):
+        tiny_hf.save_pretrained(tmp_path)
+    assert list(tmp_path.iterdir()) == []
