@@ -30,11 +30,18 @@ ROOT = SRC.parents[1]
 # each module is placed by its dotted name. A package's ``__init__`` re-exports its modules'
 # names for users, so it sits at the top: inside numpylm, imports name the module itself.
 LAYERS = [
-    ["checks", "memory", "io.checkpoint", "training.optim", "_deprecated"],
+    ["checks", "memory", "io.checkpoint", "training.optim", "tokens.chat_template", "_deprecated"],
     ["sampling"],
     ["layers", "tokens.tokenizer", "models.initialisation"],
-    ["models.parallel", "models.padding", "io.formats", "tokens.bpe", "training.data"],
-    ["models.cache"],
+    [
+        "models.parallel",
+        "models.padding",
+        "io.formats",
+        "tokens.bpe",
+        "tokens.pretrained",
+        "training.data",
+    ],
+    ["models.cache", "tokens.pretrained"],
     ["models.backends", "models.gpt2.backward"],
     ["models.gpt2.model"],
     ["generation.context", "io.loading", "training.runs", "viz"],

@@ -19,10 +19,11 @@ import heapq
 import operator
 import os
 import re
-from collections.abc import Iterable, Sequence
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import tiktoken
@@ -89,18 +90,63 @@ def _to_text(token: bytes) -> str:
     return "".join(table[b] for b in token)
 
 
+class ChatFormat(Protocol):
+    """What a tokenizer needs of a chat template (``numpylm.tokens.chat_template.ChatTemplate``
+    is the one numpylm builds from a model's files)."""
+
+    def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool) -> str:
+        """The conversation as the template writes it."""
+        ...
+
+    def pieces(
+        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool
+    ) -> list[tuple[str, bool]]:
+        """The same text in pieces ``(text, from_template)``: special tokens count as special
+        only in pieces the template wrote; a special token's text inside a message comes as a
+        piece of its own with ``from_template`` False."""
+        ...
+
+
 class Tokenizer:
     """A byte-level BPE tokenizer backed by a ``tiktoken.Encoding``.
 
     Build one with ``Tokenizer.gpt2()``, ``Tokenizer.from_pretrained(dir_or_hub_id)``, or
-    ``Tokenizer.from_ranks(...)`` (what numpylm's own BPE trainer returns).
+    ``Tokenizer.from_ranks(...)`` (what numpylm's own BPE trainer returns); a pretrained model's
+    tokenizer comes from ``numpylm.tokens.pretrained`` (a GGUF file or a ``tokenizer.json``).
+
+    Args:
+        encoding: the BPE; its special tokens must include ``<|endoftext|>``.
+        chat_template: how the model's conversations are written (``apply_chat_template``).
+        end_of_turn_ids: the ids that end the model's answer (default: ``eot_id`` alone).
+        always_special: special tokens matched even in plain text, as Hugging Face matches its
+            "added tokens" that are not marked special (Qwen2's ``<tool_call>``).
+        normalization: a ``unicodedata`` form applied to text before encoding (Qwen2: "NFC").
     """
 
-    def __init__(self, encoding: tiktoken.Encoding) -> None:
+    def __init__(
+        self,
+        encoding: tiktoken.Encoding,
+        *,
+        chat_template: ChatFormat | None = None,
+        end_of_turn_ids: Sequence[int] = (),
+        always_special: Iterable[str] = (),
+        normalization: str | None = None,
+    ) -> None:
         if EOT not in encoding.special_tokens_set:
             raise ValueError(f"the encoding {encoding.name!r} has no {EOT} token")
         self.encoding = encoding
         self._n_vocab = int(encoding.n_vocab)  # read per decoded token: kept as a plain int
+        self.chat_template = chat_template
+        self._end_of_turn = tuple(end_of_turn_ids) or (self.eot_id,)
+        self._normalization = normalization
+        self._special_ids = {
+            s: encoding.encode_single_token(s) for s in encoding.special_tokens_set
+        }
+        self._special_re = _alternation(encoding.special_tokens_set)
+        self._always_re = _alternation(set(always_special))
+        # Bytes with no token: text containing them cannot be encoded (tiktoken would panic).
+        ranks = encoding._mergeable_ranks
+        self._present = bytes(b for b in range(256) if bytes([b]) in ranks)
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.encoding.name!r}, n_vocab={self.n_vocab})"
@@ -171,9 +217,20 @@ class Tokenizer:
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write ``vocab.json`` + ``merges.txt`` (GPT-2's format, which ``transformers``'
-        ``GPT2Tokenizer`` reads too) and a small ``tokenizer_config.json``."""
+        ``GPT2Tokenizer`` reads too) and a small ``tokenizer_config.json``.
+
+        Raises:
+            ValueError: the tokenizer is not laid out as GPT-2's (its only special token
+                ``<|endoftext|>``, right after the byte pairs), which those files cannot hold.
+        """
         out = Path(directory)
         ranks = self.encoding._mergeable_ranks
+        if self._special_ids != {EOT: len(ranks)} or self._normalization is not None:
+            raise ValueError(
+                f"save_pretrained writes GPT-2's vocab.json + merges.txt, which cannot hold the "
+                f"tokenizer {self.encoding.name!r} (its special tokens or normalization differ "
+                "from GPT-2's); keep the files it was read from"
+            )
         vocab = {_to_text(token): rank for token, rank in ranks.items()}
         vocab[EOT] = self.eot_id
         merges = [f"{_to_text(a)} {_to_text(b)}" for a, b in merges_from_ranks(ranks)]
@@ -205,27 +262,107 @@ class Tokenizer:
         """The id of ``<|endoftext|>``, GPT-2's end-of-text (and start-of-text) token."""
         return int(self.encoding.eot_token)
 
+    @property
+    def end_of_turn_ids(self) -> tuple[int, ...]:
+        """The ids that end the model's turn: generation stops at any of them (GPT-2:
+        ``<|endoftext|>``; a ChatML model: ``<|im_end|>`` and its end-of-sequence token)."""
+        return self._end_of_turn
+
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
-        """Text -> token ids. ``<|endoftext|>`` in ``text`` is plain text unless
-        ``allow_special`` is True, when it becomes the single id ``eot_id``."""
+        """Text -> token ids. A special token's text (``<|endoftext|>``, ``<|im_start|>``) in
+        ``text`` is plain text unless ``allow_special`` is True, when it becomes its one id.
+
+        Raises:
+            ValueError: ``text`` holds a character whose bytes the vocabulary cannot write
+                (SmolLM2's has no token for the byte 0x04, say).
+        """
         if not isinstance(text, str):
             raise TypeError(f"encode() takes a str, got {type(text).__name__}")
+        matcher = self._special_re if allow_special else self._always_re
+        if matcher is None:
+            return self._encode_plain(text)
+        # The text between special tokens is encoded alone, as tiktoken and Hugging Face do.
+        ids: list[int] = []
+        start = 0
+        for match in matcher.finditer(text):
+            ids += self._encode_plain(text[start : match.start()])
+            ids.append(self._special_ids[match.group()])
+            start = match.end()
+        return ids + self._encode_plain(text[start:])
+
+    def apply_chat_template(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        tokenize: bool = True,
+        *,
+        allow_special: bool = False,
+    ) -> list[int] | str:
+        """A conversation written in the model's chat template: its ids (``tokenize=False``:
+        the text, as ``transformers``' ``apply_chat_template`` renders it).
+
+        ``messages``: dicts with ``role`` ("system", "user", "assistant") and ``content``.
+        ``add_generation_prompt`` ends the text with the start of the assistant's turn.
+        Special tokens the template writes are special; the same text inside a message is
+        plain text unless ``allow_special`` is True (``transformers``:
+        ``sanitize_control_tokens=True`` unless allowed), so a message cannot end its turn.
+
+        Raises:
+            ValueError: the tokenizer has no chat template, or the template refused the
+                conversation (its ``raise_exception``, or the sandbox stopped it).
+        """
+        if self.chat_template is None:
+            raise ValueError(
+                f"the tokenizer {self.encoding.name!r} has no chat template: load a model "
+                "whose files carry one (tokenizer.chat_template in GGUF, chat_template in "
+                "tokenizer_config.json), or write the prompt yourself"
+            )
+        if not tokenize:
+            return self.chat_template.render(messages, add_generation_prompt)
+        if allow_special:
+            text = self.chat_template.render(messages, add_generation_prompt)
+            return self.encode(text, allow_special=True)
+        ids: list[int] = []
+        for text, from_template in self.chat_template.pieces(messages, add_generation_prompt):
+            ids += self.encode(text, allow_special=from_template)
+        return ids
+
+    def _encode_plain(self, text: str) -> list[int]:
+        """Text with no special token in it -> ids."""
+        if self._normalization is not None:
+            text = unicodedata.normalize(self._normalization, text)  # type: ignore[arg-type]
+        if len(self._present) < 256:
+            self._check_encodable(text)
         try:
-            if allow_special:
-                return list(self.encoding.encode(text, allowed_special="all"))
+            # encode(), not encode_ordinary(): only encode() turns a regex failure into a
+            # ValueError (encode_ordinary panics); no special token is matched either way.
             return list(self.encoding.encode(text, disallowed_special=()))
         except ValueError:
             # tiktoken's regex engine gives up on a run of about a million whitespace
-            # characters (its backtracking stack is full); numpylm then cuts the text itself.
+            # characters (its backtracking stack is full); numpylm then cuts the text itself,
+            # which is proven right for GPT-2's pattern only (see _encode_long).
             if _LONG_RUN.search(text) is None:
                 raise
-        if not allow_special:
-            return self._encode_long(text)
-        first, *rest = text.split(EOT)  # tiktoken encodes the text between special tokens alone
-        ids = self._encode_long(first)
-        for part in rest:
-            ids += [self.eot_id, *self._encode_long(part)]
-        return ids
+            if self.encoding._pat_str != GPT2_PATTERN:
+                raise ValueError(
+                    f"the text has a run of {LONG_WHITESPACE:,} or more whitespace characters, "
+                    f"too long for tiktoken with the tokenizer {self.encoding.name!r}; shorten "
+                    "the run"
+                ) from None
+        return self._encode_long(text)
+
+    def _check_encodable(self, text: str) -> None:
+        raw = text.encode("utf-8", errors="replace")
+        if not raw.translate(None, delete=self._present):
+            return
+        for ch in text:
+            missing = ch.encode("utf-8", errors="replace").translate(None, delete=self._present)
+            if missing:
+                raise ValueError(
+                    f"the character {ch!r} (U+{ord(ch):04X}) cannot be encoded: the vocabulary "
+                    f"of {self.encoding.name!r} has no token for its byte {missing[0]:#04x}; "
+                    "remove or replace it"
+                )
 
     def _encode_long(self, text: str) -> list[int]:
         r"""``encode(text)`` for text with whitespace runs too long for tiktoken's regex: each run
@@ -338,6 +475,13 @@ class Tokenizer:
             f"{caller}: token id {token_id} is not in the vocabulary, whose ids are "
             f"0..{self._n_vocab - 1} (n_vocab={self._n_vocab})"
         )
+
+
+def _alternation(words: Iterable[str]) -> re.Pattern[str] | None:
+    """A regex matching any of ``words``, the longest first where one starts another (as
+    Hugging Face matches its added tokens); None for no words."""
+    ordered = sorted(words, key=lambda w: (-len(w), w))
+    return re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
 
 _LONG_RUN = re.compile(f"(?<![{_WHITESPACE}])[{_WHITESPACE}]{{{LONG_WHITESPACE},}}")
