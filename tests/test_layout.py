@@ -27,11 +27,13 @@ ROOT = SRC.parents[1]
 # package, its own modules).
 LAYERS = [
     ["checks", "checkpoint", "optim", "_deprecated"],
+    ["download"],
     ["sampling"],
-    ["layers", "tokenizer", "initialisation"],
+    ["layers", "new_layers", "tokenizer", "initialisation"],
     ["parallel", "padding", "formats", "bpe", "data"],
     ["backends", "backprop"],
     ["model"],
+    ["models"],
     ["context", "loading", "runs", "viz"],
     ["generation", "train"],
     ["batching"],
