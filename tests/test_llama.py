@@ -13,7 +13,7 @@ import pytest
 
 from numpylm.checkpoint import CheckpointError
 from numpylm.generation import generate
-from numpylm.models.llama import Llama, LlamaConfig, param_shapes
+from numpylm.models.llama import Llama, LlamaConfig
 from numpylm.models.llama.weights import config_from_hf
 
 F32_TOL = 1e-4
@@ -89,7 +89,7 @@ def test_transformers_checkpoint_loads_with_the_same_logits(hf_pair: Any) -> Non
 
 def test_save_pretrained_loads_back_in_transformers(hf_pair: Any, tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    kind, hf, path = hf_pair
+    kind, _hf, path = hf_pair
     model = Llama.from_pretrained(path)
     rng = np.random.default_rng(5)  # new values, so nothing comes from the first file
     model = Llama(model.config, params={k: rng.standard_normal(v.shape, dtype=np.float32) * 0.3
@@ -280,7 +280,8 @@ def smollm2() -> Any:
 @pytest.mark.slow
 def test_smollm2_logits_match_transformers(smollm2: Any) -> None:
     model, hf, _, ids = smollm2
-    assert model.config == LlamaConfig()  # the defaults are SmolLM2-135M's
+    eps = model.config.norm_eps  # 1e-5 as the file's float32 holds it
+    assert abs(eps - 1e-5) < 1e-12 and model.config == LlamaConfig(norm_eps=eps)  # the defaults
     assert model.num_params() == sum(p.numel() for p in hf.parameters())
     logits, ref = model(ids), hf_logits(hf, ids[None])[0]
     assert np.abs(logits - ref).max() <= F32_TOL
