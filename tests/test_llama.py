@@ -142,16 +142,31 @@ def test_cache_padding_and_greedy_match(hf_pair: Any) -> None:
     ],
 )
 def test_refusals_name_the_key(change: dict[str, Any], key: str) -> None:
-    hf = {"model_type": "llama", "vocab_size": 10, "max_position_embeddings": 8, "hidden_size": 12,
-          "num_hidden_layers": 1, "num_attention_heads": 3, "intermediate_size": 8} | change  # fmt: skip
+    hf = {
+        "model_type": "llama",
+        "vocab_size": 10,
+        "max_position_embeddings": 8,
+        "hidden_size": 12,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 3,
+        "intermediate_size": 8,
+    } | change
     with pytest.raises(CheckpointError, match=key):
         config_from_hf(hf)
 
 
 def test_sliding_window_judged_by_whether_it_is_on() -> None:
-    qwen = {"model_type": "qwen2", "vocab_size": 10, "max_position_embeddings": 8,
-            "hidden_size": 12, "num_hidden_layers": 1, "num_attention_heads": 3,
-            "intermediate_size": 8, "sliding_window": 4096, "use_sliding_window": False}  # fmt: skip
+    qwen = {
+        "model_type": "qwen2",
+        "vocab_size": 10,
+        "max_position_embeddings": 8,
+        "hidden_size": 12,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 3,
+        "intermediate_size": 8,
+        "sliding_window": 4096,
+        "use_sliding_window": False,
+    }
     assert config_from_hf(qwen)["qkv_bias"] is True  # Qwen2.5's keys: present, off
     with pytest.raises(CheckpointError, match="use_sliding_window=True"):
         config_from_hf(qwen | {"use_sliding_window": True})
@@ -180,11 +195,20 @@ def write_gguf(hf: Any, path: Path, arch: str = "llama") -> None:
     w.add_rope_freq_base(float(c.rope_parameters["rope_theta"]))
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
     w.add_vocab_size(c.vocab_size)
-    names = {"embed_tokens": "token_embd", "norm": "output_norm", "lm_head": "output",
-             "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}  # fmt: skip
+    names = {
+        "embed_tokens": "token_embd",
+        "norm": "output_norm",
+        "lm_head": "output",
+        "input_layernorm": "attn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "post_attention_layernorm": "ffn_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
     for name, t in hf.state_dict().items():
         a = t.numpy().astype(np.float32)
         name = name.removeprefix("model.")
@@ -244,7 +268,7 @@ def test_gguf_refusals(tmp_path: Path) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(CheckpointError, match="general.architecture is 'gpt2'"):
+    with pytest.raises(CheckpointError, match=r"general\.architecture is 'gpt2'"):
         Llama.from_pretrained(tmp_path / "gpt2.gguf")
 
 
