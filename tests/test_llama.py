@@ -17,43 +17,19 @@ from numpylm.models.llama import Llama, LlamaConfig
 from numpylm.models.llama.weights import config_from_hf
 
 F32_TOL = 1e-4
+FIXTURES = Path(__file__).parent / "fixtures"
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def randomise(model: Any, seed: int) -> None:
-    """Move every parameter away from its init: gains 1 + noise, everything else noise."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen) * 0.2
-            p.copy_(1.0 + noise if name.endswith("norm.weight") else noise)
-
-
-def hf_llama(**kw: Any) -> Any:
+def maker() -> Any:
+    """tests/fixtures/make_tiny_llama.py, which builds the random transformers models (it
+    imports torch and transformers, so only the tests that need them import it)."""
     pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(**kw)
-    model = transformers.LlamaForCausalLM(config).eval()
-    randomise(model, 0)
-    return model
+    pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
+    from fixtures import make_tiny_llama
 
-
-def hf_qwen2(**kw: Any) -> Any:
-    pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kw)).eval()
-    randomise(model, 1)
-    return model
-
-
-LLAMA = dict(vocab_size=61, hidden_size=24, num_attention_heads=6, num_key_value_heads=2,
-             intermediate_size=40, num_hidden_layers=2, max_position_embeddings=32,
-             tie_word_embeddings=True, rms_norm_eps=1e-5)  # fmt: skip
-QWEN2 = dict(vocab_size=53, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-             intermediate_size=48, num_hidden_layers=2, max_position_embeddings=32,
-             tie_word_embeddings=False, rope_theta=1e6, rms_norm_eps=1e-6)  # fmt: skip
+    return make_tiny_llama
 
 
 def hf_logits(model: Any, ids: np.ndarray) -> np.ndarray:
@@ -65,7 +41,9 @@ def hf_logits(model: Any, ids: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def hf_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    hf = hf_llama(**LLAMA) if request.param == "llama" else hf_qwen2(**QWEN2)
+    m = maker()
+    fields = m.LLAMA if request.param == "llama" else m.QWEN2
+    hf = m.hf_model(request.param, fields, seed=10)
     out = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(out)
     return request.param, hf, out
@@ -178,71 +156,13 @@ def test_sliding_window_judged_by_whether_it_is_on() -> None:
 # A tiny quantised GGUF file, written as llama.cpp's converter writes one
 
 
-def write_gguf(hf: Any, path: Path, arch: str = "llama") -> None:
-    """``hf``'s weights as a GGUF file: q/k rows permuted as llama.cpp's converter does for
-    llama, the embedding and down maps Q8_0, the other maps Q4_1, the norms F32."""
-    import gguf
-    from gguf.quants import quantize
-
-    c = hf.config
-    w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(c.num_hidden_layers)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_rope_freq_base(float(c.rope_parameters["rope_theta"]))
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_vocab_size(c.vocab_size)
-    names = {
-        "embed_tokens": "token_embd",
-        "norm": "output_norm",
-        "lm_head": "output",
-        "input_layernorm": "attn_norm",
-        "self_attn.q_proj": "attn_q",
-        "self_attn.k_proj": "attn_k",
-        "self_attn.v_proj": "attn_v",
-        "self_attn.o_proj": "attn_output",
-        "post_attention_layernorm": "ffn_norm",
-        "mlp.gate_proj": "ffn_gate",
-        "mlp.up_proj": "ffn_up",
-        "mlp.down_proj": "ffn_down",
-    }
-    for name, t in hf.state_dict().items():
-        a = t.numpy().astype(np.float32)
-        name = name.removeprefix("model.")
-        if name == "lm_head.weight" and c.tie_word_embeddings:
-            continue  # llama.cpp writes a tied head once, as token_embd
-        layer, rest = name.split(".", 2)[1:] if name.startswith("layers.") else (None, name)
-        base, kind = rest.rsplit(".", 1)
-        gname = names[base] + "." + kind
-        if layer is not None:
-            gname = f"blk.{layer}.{gname}"
-        if arch == "llama" and base in ("self_attn.q_proj", "self_attn.k_proj"):
-            heads = c.num_attention_heads if "q_proj" in base else c.num_key_value_heads
-            a = a.reshape(heads, 2, a.shape[0] // heads // 2, *a.shape[1:]).swapaxes(1, 2)
-            a = a.reshape(t.shape)  # llama.cpp's permute()
-        if a.ndim == 1:
-            w.add_tensor(gname, a)
-        else:
-            q = gguf.GGMLQuantizationType.Q8_0 if base in ("embed_tokens", "mlp.down_proj") else (
-                gguf.GGMLQuantizationType.Q4_1)  # fmt: skip
-            w.add_tensor(gname, quantize(a, q), raw_dtype=q)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
-
 def test_quantised_gguf_matches_transformers_reading_it(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
     import torch
 
-    hf = hf_llama(vocab_size=64, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=96, num_hidden_layers=2, max_position_embeddings=32,
-                  tie_word_embeddings=True, rms_norm_eps=1e-5)  # fmt: skip
-    write_gguf(hf, tmp_path / "tiny.gguf")
+    m = maker()
+    hf = m.hf_model("llama", m.GGUF_LLAMA, seed=11)
+    m.write_gguf(hf, tmp_path / "tiny.gguf")
     ref = transformers.AutoModelForCausalLM.from_pretrained(
         tmp_path, gguf_file="tiny.gguf", dtype=torch.float32
     ).eval()
@@ -270,6 +190,35 @@ def test_gguf_refusals(tmp_path: Path) -> None:
     w.close()
     with pytest.raises(CheckpointError, match=r"general\.architecture is 'gpt2'"):
         Llama.from_pretrained(tmp_path / "gpt2.gguf")
+
+
+# ----------------------------------------------------------------------------------------------
+# The committed fixtures (no torch needed): tests/fixtures/make_tiny_llama.py made them
+
+
+@pytest.mark.parametrize(
+    ("name", "model_file"),
+    [("tiny-llama", ""), ("tiny-qwen2", ""), ("tiny-llama-gguf", "tiny.gguf")],
+)
+def test_fixture_logits_and_greedy(name: str, model_file: str) -> None:
+    folder = FIXTURES / name
+    model = Llama.from_pretrained(folder / model_file)
+    ids, ref = (np.load(folder / f, allow_pickle=False) for f in ("inputs.npy", "logits.npy"))
+    assert ref.shape == (*ids.shape, model.config.vocab_size) and np.abs(ref).max() > 1.0
+    assert np.abs(model(ids) - ref).max() <= F32_TOL
+    greedy = np.load(folder / "greedy.npy", allow_pickle=False)
+    for use_cache in (True, False):
+        out = generate(model, greedy[:4], len(greedy) - 4, temperature=0.0, use_cache=use_cache)
+        np.testing.assert_array_equal(out, greedy)
+
+
+def test_fixture_configs() -> None:
+    llama = Llama.from_pretrained(FIXTURES / "tiny-llama").config
+    qwen2 = Llama.from_pretrained(FIXTURES / "tiny-qwen2").config
+    gguf = Llama.from_pretrained(FIXTURES / "tiny-llama-gguf" / "tiny.gguf").config
+    assert (llama.n_head, llama.n_kv_head, llama.tie_word_embeddings) == (6, 2, True)
+    assert (qwen2.qkv_bias, qwen2.tie_word_embeddings, qwen2.rope_theta) == (True, False, 1e6)
+    assert (gguf.n_head, gguf.n_kv_head, gguf.tie_word_embeddings) == (4, 2, True)
 
 
 # ----------------------------------------------------------------------------------------------
