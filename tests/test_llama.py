@@ -274,3 +274,11 @@ def test_smollm2_cache_and_greedy_answer_match_transformers(smollm2: Any) -> Non
     cache = model.new_cache()
     steps = [model(ids, cache)] + [model(np.array([t]), cache) for t in out[len(ids) :]]
     assert np.abs(np.concatenate(steps)[: len(out)] - full).max() <= 1e-4
+
+
+@pytest.mark.parametrize("keep", [0.001, 0.02, 0.4, 0.999])
+def test_truncated_gguf_is_refused_clearly(tmp_path: Path, keep: float) -> None:
+    data = (FIXTURES / "tiny-llama-gguf" / "tiny.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[: max(8, int(len(data) * keep))])
+    with pytest.raises(CheckpointError, match="not a readable GGUF file"):
+        Llama.from_pretrained(tmp_path / "cut.gguf")
