@@ -282,3 +282,29 @@ def test_truncated_gguf_is_refused_clearly(tmp_path: Path, keep: float) -> None:
     (tmp_path / "cut.gguf").write_bytes(data[: max(8, int(len(data) * keep))])
     with pytest.raises(CheckpointError, match="not a readable GGUF file"):
         Llama.from_pretrained(tmp_path / "cut.gguf")
+
+
+def test_rope_is_a_complex_rotation_and_scores_see_only_offsets() -> None:
+    """Independent of the code's formula: channel pair (i, i + D/2) as the complex number
+    x_i + i x_{i+D/2}, multiplied by exp(i pos theta^(-2i/D)); and q.k after RoPE depends on
+    the positions only through their difference."""
+    from numpylm.new_layers import rope, rope_cos_sin
+
+    rng = np.random.default_rng(0)
+    D, theta = 8, 500.0
+    x = rng.standard_normal((1, 2, 5, D))
+    pos = np.array([0, 1, 7, 30, 31])
+    got = rope(x, *rope_cos_sin(pos, D, theta, np.float64))
+    z = (x[..., : D // 2] + 1j * x[..., D // 2 :]) * np.exp(
+        1j * pos[:, None] * theta ** (-np.arange(D // 2) * 2 / D)
+    )
+    np.testing.assert_allclose(got, np.concatenate([z.real, z.imag], axis=-1), atol=1e-12)
+    q, k = rng.standard_normal((2, 1, 1, 1, D))
+
+    def score(m: int, n: int) -> float:
+        rq = rope(q, *rope_cos_sin(np.array([m]), D, theta, np.float64))
+        rk = rope(k, *rope_cos_sin(np.array([n]), D, theta, np.float64))
+        return float((rq * rk).sum())
+
+    assert score(9, 4) == pytest.approx(score(25, 20), abs=1e-12)
+    assert score(9, 4) != pytest.approx(score(9, 5), abs=1e-3)
