@@ -308,3 +308,23 @@ def test_rope_is_a_complex_rotation_and_scores_see_only_offsets() -> None:
 
     assert score(9, 4) == pytest.approx(score(25, 20), abs=1e-12)
     assert score(9, 4) != pytest.approx(score(9, 5), abs=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["plain", "threads"])
+def test_grouped_query_attention_is_attention_with_repeated_heads(backend: str) -> None:
+    """Query head h reads key/value head h // G, as transformers' repeat_kv lays them out;
+    with a per-sequence (padding) mask too, on both backends."""
+    from numpylm.backends import get_backend
+    from numpylm.layers import attention, causal_mask
+    from numpylm.new_layers import grouped_query_attention
+
+    rng = np.random.default_rng(3)
+    B, H, H_kv, T, L, D = 2, 6, 2, 40, 45, 4
+    q = rng.standard_normal((B, H, T, D))
+    k, v = rng.standard_normal((2, B, H_kv, L, D))
+    mask = causal_mask(T, L) & (rng.random((B, 1, 1, L)) > 0.2)  # (B, 1, T, L)
+    mask[..., 0] = True
+    for allowed in (causal_mask(T, L), mask):
+        got = grouped_query_attention(get_backend(backend).attention, q, k, v, allowed)
+        kr, vr = np.repeat(k, H // H_kv, axis=1), np.repeat(v, H // H_kv, axis=1)
+        np.testing.assert_allclose(got, attention(q, kr, vr, allowed)[0], atol=1e-12)
