@@ -30,20 +30,15 @@ ROOT = SRC.parents[1]
 # each module is placed by its dotted name. A package's ``__init__`` re-exports its modules'
 # names for users, so it sits at the top: inside numpylm, imports name the module itself.
 LAYERS = [
-    ["checks", "memory", "io.checkpoint", "training.optim", "tokens.chat_template", "_deprecated"],
+    ["checks", "memory", "io.checkpoint", "training.optim", "_deprecated"],
+    ["tokens.chat_template", "download"],
     ["sampling"],
-    ["layers", "tokens.tokenizer", "models.initialisation"],
-    [
-        "models.parallel",
-        "models.padding",
-        "io.formats",
-        "tokens.bpe",
-        "tokens.pretrained",
-        "training.data",
-    ],
+    ["layers", "new_layers", "tokens.tokenizer", "models.initialisation"],
+    ["models.parallel", "models.padding", "io.formats", "tokens.bpe", "training.data"],
     ["models.cache", "tokens.pretrained"],
     ["models.backends", "models.gpt2.backward"],
-    ["models.gpt2.model"],
+    ["models.gpt2.model", "models.llama.weights"],
+    ["models.llama.model"],
     ["generation.context", "io.loading", "training.runs", "viz"],
     ["generation.loop", "training.train"],
     ["generation.batching"],
@@ -51,7 +46,17 @@ LAYERS = [
     ["generation.tracing", "training.instructions"],
     ["training.chat_data"],
     ["cli"],
-    ["__init__", "__main__", "tokens", "models", "models.gpt2", "generation", "training", "io"],
+    [
+        "__init__",
+        "__main__",
+        "tokens",
+        "models",
+        "models.gpt2",
+        "models.llama",
+        "generation",
+        "training",
+        "io",
+    ],
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -158,13 +158,17 @@ def write_model(
     hf: dict[str, Any],
     params: dict[str, np.ndarray],
     dtype: np.dtype[Any] | type,
+    to_hf: Callable[[dict[str, np.ndarray], np.dtype[Any]], dict[str, np.ndarray]] | None = None,
 ) -> Path:
     """Write ``config.json`` (``hf``, with ``torch_dtype``) and ``model.safetensors`` (the
-    parameters as ``dtype``: float16, float32 or float64) into ``directory``, each atomically."""
+    parameters as ``dtype``: float16, float32 or float64) into ``directory``, each atomically.
+    ``to_hf(params, dtype)`` names and converts the tensors (default: GPT-2's,
+    ``params_to_hf``)."""
     out, stored = Path(directory), np.dtype(dtype)
     if stored not in (np.float16, np.float32, np.float64):
         raise ValueError(f"dtype must be float16, float32 or float64, got {stored}")
-    checkpoint.write_safetensors(out / checkpoint.WEIGHTS_FILE, params_to_hf(params, stored))
+    tensors = (to_hf or params_to_hf)(params, stored)
+    checkpoint.write_safetensors(out / checkpoint.WEIGHTS_FILE, tensors)
     checkpoint.write_json(out / checkpoint.CONFIG_FILE, hf | {"torch_dtype": str(stored)})
     return out
 
@@ -187,19 +191,7 @@ def params_from_hf(
         name = name.removeprefix(_PREFIX)
         if name.endswith(_BUFFER_SUFFIXES):
             continue  # the causal mask stored as a buffer; numpylm builds its own
-        if t.dtype.kind != "f":
-            raise CheckpointError(
-                f"{source}: tensor {name!r} is stored as {t.dtype} ({t.dtype.kind!r} kind), but "
-                "a model's weights are floating point (F16, BF16, F32 or F64): the file is "
-                "corrupt, or it is not a model's weights"
-            )
-        if not np.isfinite(t).all():  # generation would print NaN's noise, training stop
-            bad = np.flatnonzero(~np.isfinite(t))
-            raise CheckpointError(
-                f"{source}: tensor {name!r} holds {len(bad):,} value(s) that are NaN or "
-                f"infinite (the first at flat index {bad[0]}: {t.reshape(-1)[bad[0]]}); the "
-                "weights are broken: save or fetch the model again"
-            )
+        check_floating(t, name, source)
         if name == "lm_head.weight":
             lm_head = t
             continue
@@ -217,6 +209,25 @@ def params_from_hf(
     except CheckpointError as e:
         raise CheckpointError(f"{source}: {e}") from None
     return params
+
+
+def check_floating(t: np.ndarray, name: str, source: Path) -> None:
+    """Refuse a weight that is not floating point (the file's header is the only record of a
+    tensor's type, so float32 bytes relabelled as int32 are caught here), or that holds a NaN
+    or an infinity, naming the tensor."""
+    if t.dtype.kind != "f":
+        raise CheckpointError(
+            f"{source}: tensor {name!r} is stored as {t.dtype} ({t.dtype.kind!r} kind), but "
+            "a model's weights are floating point (F16, BF16, F32 or F64): the file is "
+            "corrupt, or it is not a model's weights"
+        )
+    if not np.isfinite(t).all():  # generation would print NaN's noise, training stop
+        bad = np.flatnonzero(~np.isfinite(t))
+        raise CheckpointError(
+            f"{source}: tensor {name!r} holds {len(bad):,} value(s) that are NaN or "
+            f"infinite (the first at flat index {bad[0]}: {t.reshape(-1)[bad[0]]}); the "
+            "weights are broken: save or fetch the model again"
+        )
 
 
 def params_to_hf(params: dict[str, np.ndarray], dtype: np.dtype[Any]) -> dict[str, np.ndarray]:

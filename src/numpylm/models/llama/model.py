@@ -1,0 +1,272 @@
+"""The Llama family in NumPy (Llama, SmolLM2, Qwen2): the configuration, the parameters, and the
+forward pass with its KV cache, beside GPT-2's (``numpylm.model``) and with its interface.
+
+``Llama.forward`` reads top to bottom as GPT-2's does, with the changes since 2019:
+
+    ids (B, T) -> token embedding (no position embedding)          (B, T, C)
+               -> n_layer x block:  x = x + attn(rms_norm(x))      queries and keys turned by
+                                                                     RoPE; H_kv key/value heads
+                                    x = x + mlp(rms_norm(x))       SwiGLU   (B, T, C)
+               -> rms_norm -> LM head (tied to the embedding, or its own)   (B, T, V) logits
+
+``model.params`` is a dict of plain arrays named as Hugging Face's ``LlamaForCausalLM`` names
+them, without its ``model.`` prefix, and shaped as it stores them: a linear map's weight is
+(out, in), so the forward pass multiplies by its transpose (a view: nothing is copied). The new
+layers are in ``new_layers``; files are ``weights``'s business.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ... import checks
+from ...io import formats
+from ...layers import merge_heads, split_heads
+from ...new_layers import grouped_query_attention, rms_norm, rope, rope_cos_sin, swiglu
+from ..backends import Backend, get_backend
+from ..cache import KVCache
+from ..padding import positions_and_mask
+from . import weights
+
+DType = np.dtype[Any] | type
+PathArg = str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """The shape of a Llama-family model. The defaults are SmolLM2-135M's.
+
+    Attributes:
+        vocab_size: number of tokens ``V``.
+        n_ctx: the longest sequence the model reads (``max_position_embeddings``); RoPE has no
+            table to run out of, but the model was trained up to here.
+        n_layer: number of transformer blocks.
+        n_head: query heads ``H`` per block; must divide ``n_embd``.
+        n_kv_head: key/value heads ``H_kv``; must divide ``n_head`` (``n_head``: no grouping).
+        n_embd: channels ``C`` of the residual stream.
+        n_hidden: the MLP's width ``F`` (``intermediate_size``).
+        rope_theta: RoPE's base: pair ``i`` of a head's channels turns by
+            ``theta ** (-2i / D)`` radians per position.
+        norm_eps: RMSNorm's epsilon.
+        tie_word_embeddings: the LM head is the token embedding (no ``lm_head.weight``).
+        qkv_bias: the query, key and value maps have biases (Qwen2); no other map has one.
+    """
+
+    vocab_size: int = 49152
+    n_ctx: int = 8192
+    n_layer: int = 30
+    n_head: int = 9
+    n_kv_head: int = 3
+    n_embd: int = 576
+    n_hidden: int = 1536
+    rope_theta: float = 100000.0
+    norm_eps: float = 1e-5
+    tie_word_embeddings: bool = True
+    qkv_bias: bool = False
+
+    def __post_init__(self) -> None:
+        fields = dataclasses.asdict(self)
+        shape = ("vocab_size", "n_ctx", "n_layer", "n_head", "n_embd")
+        checks.model_shape("LlamaConfig", {k: fields[k] for k in shape})
+        for name in ("n_kv_head", "n_hidden"):
+            checks.positive_int(f"LlamaConfig.{name}", fields[name])
+        if self.n_head % self.n_kv_head:
+            raise ValueError(
+                f"LlamaConfig.n_head ({self.n_head}) must be divisible by n_kv_head "
+                f"({self.n_kv_head}): each key/value head serves the same number of query heads"
+            )
+        if self.head_size % 2:
+            raise ValueError(
+                f"LlamaConfig: the head size n_embd // n_head = {self.head_size} must be even "
+                "(RoPE turns its channels in pairs)"
+            )
+        for name in ("rope_theta", "norm_eps"):
+            value = checks.as_float(f"LlamaConfig.{name}", fields[name])
+            checks.in_range(f"LlamaConfig.{name}", value, "a finite number > 0", value > 0)
+
+    @property
+    def head_size(self) -> int:
+        """Channels per attention head, ``D = n_embd // n_head``."""
+        return self.n_embd // self.n_head
+
+
+def param_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every parameter, in Hugging Face's order (weights as (out, in))."""
+    V, C, F = config.vocab_size, config.n_embd, config.n_hidden
+    Q, KV = config.n_head * config.head_size, config.n_kv_head * config.head_size  # C, < C
+    # fmt: off
+    block = {
+        "input_layernorm.weight": (C,),
+        "self_attn.q_proj.weight": (Q, C), "self_attn.k_proj.weight": (KV, C),
+        "self_attn.v_proj.weight": (KV, C),
+        **({"self_attn.q_proj.bias": (Q,), "self_attn.k_proj.bias": (KV,),
+            "self_attn.v_proj.bias": (KV,)} if config.qkv_bias else {}),
+        "self_attn.o_proj.weight": (C, Q),
+        "post_attention_layernorm.weight": (C,),
+        "mlp.gate_proj.weight": (F, C), "mlp.up_proj.weight": (F, C),
+        "mlp.down_proj.weight": (C, F),
+    }
+    # fmt: on
+    shapes: dict[str, tuple[int, ...]] = {"embed_tokens.weight": (V, C)}
+    for i in range(config.n_layer):
+        shapes |= {f"layers.{i}.{name}": shape for name, shape in block.items()}
+    shapes["norm.weight"] = (C,)
+    return shapes if config.tie_word_embeddings else shapes | {"lm_head.weight": (V, C)}
+
+
+def init_params(config: LlamaConfig, seed: int = 0, dtype: DType = np.float32) -> dict[str, Any]:
+    """Random parameters as Hugging Face initialises a Llama: weights N(0, 0.02), biases 0,
+    RMSNorm gains 1. The same seed gives the same weights."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in param_shapes(config).items():
+        if name.endswith("norm.weight"):
+            params[name] = np.ones(shape, dtype=dtype)
+        elif name.endswith(".bias"):
+            params[name] = np.zeros(shape, dtype=dtype)
+        else:
+            params[name] = rng.standard_normal(shape, dtype=dtype) * 0.02
+    return params
+
+
+class Llama:
+    """A Llama-family language model whose parameters are plain NumPy arrays.
+
+    ``Llama(config, seed=0)`` is randomly initialised; ``Llama.from_pretrained`` loads a
+    Hugging Face directory or a GGUF file. It is called as ``GPT`` is: ``model(ids, cache=...,
+    attention_mask=..., last_only=...)`` maps token ids to next-token logits.
+    """
+
+    def __init__(
+        self,
+        config: LlamaConfig,
+        seed: int = 0,
+        dtype: DType = np.float32,
+        *,
+        params: dict[str, np.ndarray] | None = None,
+        backend: str | Backend | None = None,
+    ) -> None:
+        self.config, self.dtype, self.backend = config, np.dtype(dtype), get_backend(backend)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        shapes = param_shapes(config)
+        params = init_params(config, seed, self.dtype) if params is None else params
+        formats.check_shapes(shapes, params, f"the config ({config})")
+        self.params: dict[str, np.ndarray] = {
+            k: np.asarray(v, dtype=self.dtype) for k, v in params.items()
+        }
+
+    def __repr__(self) -> str:
+        c, n = self.config, self.num_params()
+        shape = f"n_layer={c.n_layer}, n_head={c.n_head}, n_kv_head={c.n_kv_head}, "
+        shape += f"n_embd={c.n_embd}, n_hidden={c.n_hidden}, n_ctx={c.n_ctx}"
+        return f"Llama({shape}, vocab_size={c.vocab_size}, params={n:,}, dtype={self.dtype})"
+
+    def num_params(self) -> int:
+        """Number of parameters (a tied LM head is counted once)."""
+        return sum(p.size for p in self.params.values())
+
+    @classmethod
+    def from_pretrained(cls, path: PathArg, dtype: DType = np.float32) -> Llama:
+        """Load a ``.gguf`` file (dequantized to float32) or a Hugging Face directory whose
+        ``config.json`` has ``model_type`` ``llama`` or ``qwen2`` (``weights.read``)."""
+        config, params = weights.read(path, LlamaConfig, param_shapes)
+        return cls(config, dtype=dtype, params=params)
+
+    def save_pretrained(self, directory: PathArg, dtype: DType | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` atomically, as ``transformers``
+        reads them (``LlamaForCausalLM``, or ``Qwen2ForCausalLM`` for q/k/v biases)."""
+        stored = self.dtype if dtype is None else dtype
+        return weights.write(directory, dataclasses.asdict(self.config), self.params, stored)
+
+    def new_cache(self, batch_size: int = 1) -> KVCache:
+        """An empty KV cache for ``batch_size`` sequences, with room for ``n_ctx`` tokens of
+        the ``n_kv_head`` key/value heads (not ``n_head``: that is GQA's saving)."""
+        shape = self.cache_shape(batch_size)
+        # np.empty: memory is only touched (and counted) as the cache fills up.
+        return KVCache(k=np.empty(shape, dtype=self.dtype), v=np.empty(shape, dtype=self.dtype))
+
+    def cache_shape(self, batch_size: int) -> tuple[int, int, int, int, int]:
+        """The shape of a cache's keys (and values): (n_layer, B, H_kv, n_ctx, D)."""
+        c = self.config
+        return (c.n_layer, batch_size, c.n_kv_head, c.n_ctx, c.head_size)
+
+    def forward(
+        self,
+        ids: checks.TokenIds,
+        cache: KVCache | None = None,
+        *,
+        attention_mask: np.ndarray | None = None,
+        last_only: bool = False,
+        backend: str | Backend | None = None,
+    ) -> np.ndarray:
+        """Next-token logits for every position of ``ids``; ``model(ids, ...)`` calls this.
+
+        The arguments and the result are ``GPT.forward``'s: (B, T) or (T,) ids, a ``KVCache``
+        from ``new_cache`` (the ids are then the new tokens after the cached ones), a (B, T)
+        ``attention_mask`` (1 for tokens, 0 for left padding), ``last_only`` (the last
+        position's logits only). Returns (B, T, V) logits, or (T, V) for 1-D ids.
+        """
+        p, be, c = self.params, get_backend(backend or self.backend), self.config
+        ids2d = checks.token_ids(ids, c.vocab_size)
+        B, T = ids2d.shape
+        start = checks.cache_room(cache, T, self.cache_shape(B), self.dtype)
+        mask = None if attention_mask is None else checks.attention_mask(attention_mask, B, T)
+        # pos: (T,) or (B, T); allowed: which keys each new token may see, (T, L) or None
+        pos, allowed, pad = positions_and_mask(T, start, mask, cache.padding if cache else None)
+        rot = rope_cos_sin(pos, c.head_size, c.rope_theta, self.dtype)  # the positions' angles
+
+        with be.session(B * T):
+            x = p["embed_tokens.weight"][ids2d]  # (B, T, C): no position embedding, RoPE
+            for i in range(c.n_layer):
+                x = self.block(i, x, cache, allowed, rot, be)  # (B, T, C)
+            if last_only:
+                x = x[:, -1:]  # (B, 1, C)
+            x = rms_norm(x, p["norm.weight"], c.norm_eps)
+            head = p["embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight"]
+            logits = be.linear(x, head.T)  # (B, T, V)
+        if cache is not None:
+            cache.length, cache.padding = start + T, pad
+        return logits[0] if np.ndim(ids) == 1 else logits
+
+    __call__ = forward
+
+    def block(
+        self,
+        i: int,
+        x: np.ndarray,
+        cache: KVCache | None,
+        allowed: np.ndarray | None,
+        rot: tuple[np.ndarray, np.ndarray],
+        be: Backend,
+    ) -> np.ndarray:
+        """Transformer block ``i``, (B, T, C) -> (B, T, C): attention, then the MLP, each added
+        to the residual stream. ``rot`` is the new tokens' ``(cos, sin)`` (``rope_cos_sin``)."""
+        p, h, c, T = self.params, f"layers.{i}.self_attn.", self.config, x.shape[1]
+        start = 0 if cache is None else cache.length  # forward updates it after the last block
+
+        # Attention: H query heads, H_kv key/value heads; queries and keys turned by position.
+        a = rms_norm(x, p[f"layers.{i}.input_layernorm.weight"], c.norm_eps)
+        q = be.linear(a, p[h + "q_proj.weight"].T, p.get(h + "q_proj.bias"))  # (B, T, C)
+        k = be.linear(a, p[h + "k_proj.weight"].T, p.get(h + "k_proj.bias"))  # (B, T, H_kv D)
+        v = be.linear(a, p[h + "v_proj.weight"].T, p.get(h + "v_proj.bias"))  # (B, T, H_kv D)
+        q = rope(split_heads(q, c.n_head), *rot)  # (B, H, T, D)
+        k = rope(split_heads(k, c.n_kv_head), *rot)  # (B, H_kv, T, D)
+        v = split_heads(v, c.n_kv_head)  # (B, H_kv, T, D): values carry no position
+        if cache is not None:  # store the new keys and values after the cached ones
+            cache.k[i, :, :, start : start + T], cache.v[i, :, :, start : start + T] = k, v
+            k, v = cache.k[i, :, :, : start + T], cache.v[i, :, :, : start + T]  # (B,H_kv,L,D)
+        y = merge_heads(grouped_query_attention(be.attention, q, k, v, allowed))  # (B, T, C)
+        x = x + be.linear(y, p[h + "o_proj.weight"].T)
+
+        # MLP: two projections to F channels, one gating the other (SwiGLU), then back to C.
+        m = rms_norm(x, p[f"layers.{i}.post_attention_layernorm.weight"], c.norm_eps)
+        gate = be.linear(m, p[f"layers.{i}.mlp.gate_proj.weight"].T)  # (B, T, F)
+        up = be.linear(m, p[f"layers.{i}.mlp.up_proj.weight"].T)  # (B, T, F)
+        return x + be.linear(swiglu(gate, up), p[f"layers.{i}.mlp.down_proj.weight"].T)
