@@ -27,9 +27,9 @@ from numpylm.layers import (
     layer_norm_backward,
     linear,
     linear_backward,
-    softmax,
     softmax_backward,
 )
+from numpylm.sampling import softmax
 
 TOL = 1e-6
 

@@ -33,7 +33,7 @@ LAYERS = [
     ["checks", "memory", "io.checkpoint", "training.optim", "_deprecated"],
     ["tokens.chat_template", "download"],
     ["sampling"],
-    ["layers", "new_layers", "tokens.tokenizer", "models.initialisation"],
+    ["layers", "tokens.tokenizer", "models.initialisation"],
     ["models.parallel", "models.padding", "io.formats", "tokens.bpe", "training.data"],
     ["models.cache", "tokens.pretrained"],
     ["models.backends", "models.gpt2.backward"],

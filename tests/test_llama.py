@@ -288,7 +288,7 @@ def test_rope_is_a_complex_rotation_and_scores_see_only_offsets() -> None:
     """Independent of the code's formula: channel pair (i, i + D/2) as the complex number
     x_i + i x_{i+D/2}, multiplied by exp(i pos theta^(-2i/D)); and q.k after RoPE depends on
     the positions only through their difference."""
-    from numpylm.new_layers import rope, rope_cos_sin
+    from numpylm.layers import rope, rope_cos_sin
 
     rng = np.random.default_rng(0)
     D, theta = 8, 500.0
@@ -314,9 +314,8 @@ def test_rope_is_a_complex_rotation_and_scores_see_only_offsets() -> None:
 def test_grouped_query_attention_is_attention_with_repeated_heads(backend: str) -> None:
     """Query head h reads key/value head h // G, as transformers' repeat_kv lays them out;
     with a per-sequence (padding) mask too, on both backends."""
-    from numpylm.layers import attention, causal_mask
+    from numpylm.layers import attention, causal_mask, grouped_query_attention
     from numpylm.models.backends import get_backend
-    from numpylm.new_layers import grouped_query_attention
 
     rng = np.random.default_rng(3)
     B, H, H_kv, T, L, D = 2, 6, 2, 40, 45, 4

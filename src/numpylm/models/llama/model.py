@@ -12,7 +12,7 @@ forward pass with its KV cache, beside GPT-2's (``numpylm.model``) and with its 
 ``model.params`` is a dict of plain arrays named as Hugging Face's ``LlamaForCausalLM`` names
 them, without its ``model.`` prefix, and shaped as it stores them: a linear map's weight is
 (out, in), so the forward pass multiplies by its transpose (a view: nothing is copied). The new
-layers are in ``new_layers``; files are ``weights``'s business.
+layers are in ``numpylm.layers``; files are ``weights``'s business.
 """
 
 from __future__ import annotations
@@ -27,8 +27,15 @@ import numpy as np
 
 from ... import checks
 from ...io import formats
-from ...layers import merge_heads, split_heads
-from ...new_layers import grouped_query_attention, rms_norm, rope, rope_cos_sin, swiglu
+from ...layers import (
+    grouped_query_attention,
+    merge_heads,
+    rms_norm,
+    rope,
+    rope_cos_sin,
+    split_heads,
+    swiglu,
+)
 from ..backends import Backend, get_backend
 from ..cache import KVCache
 from ..padding import positions_and_mask

@@ -1,0 +1,81 @@
+"""Normalisation: each position's channels rescaled before a block reads them.
+
+GPT-2 uses LayerNorm (subtract the mean, divide by the standard deviation, then a gain and a
+bias); the Llama family uses RMSNorm, the same without the mean and the bias.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LAYER_NORM_EPS = 1e-5
+"""GPT-2's LayerNorm epsilon (``layer_norm_epsilon`` in Hugging Face's ``GPT2Config``)."""
+
+
+def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(x - mean) / sqrt(var + eps) * w + b``, statistics over the last axis: normalise each
+    position's channels to mean 0 and variance 1, then scale and shift.
+
+    Args:
+        x: (..., C) input.
+        w: (C,) gain.
+        b: (C,) bias.
+
+    Returns:
+        (..., C).
+    """
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    xc = x - mean
+    var = (xc * xc).mean(axis=-1, keepdims=True)  # biased variance, as PyTorch uses
+    rstd = 1.0 / np.sqrt(var + LAYER_NORM_EPS)
+    return xc * rstd * w + b
+
+
+def layer_norm_backward(
+    dout: np.ndarray, x: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backward of ``layer_norm``.
+
+    Args:
+        dout: (..., C) gradient with respect to the output.
+        x: (..., C) the forward's input (its mean and variance are recomputed: cheaper than
+            keeping them).
+        w: (C,) gain.
+
+    Returns:
+        ``(dx, dw, db)`` with the shapes of ``x``, ``w`` and ``w``.
+    """
+    C = x.shape[-1]
+    xc = x - x.mean(axis=-1, keepdims=True)  # the forward's statistics, again
+    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + LAYER_NORM_EPS)  # (..., 1)
+    xhat = xc * rstd  # (..., C) the normalised input
+    db = dout.reshape(-1, C).sum(axis=0)  # from "+ b": summed over every position
+    dw = (dout * xhat).reshape(-1, C).sum(axis=0)  # from "* w"
+    dxhat = dout * w  # from "* w"
+    # xhat = (x - mean) * rstd, and both mean and rstd depend on every channel of x. With the
+    # chain rule through mean and var, the three paths collapse to this (per position):
+    #   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    mean_dxhat = dxhat.mean(axis=-1, keepdims=True)
+    mean_dxhat_xhat = (dxhat * xhat).mean(axis=-1, keepdims=True)
+    dx = rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
+    return dx, dw, db
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """``x / sqrt(mean(x**2) + eps) * w``, the mean over the last axis: scale each position's
+    channels to a root mean square of 1, then by a learned gain.
+
+    LayerNorm (``layers.layer_norm``) without its two other steps: no mean is subtracted and no
+    bias added. It costs less and trains as well, which is why the Llama family uses it.
+
+    Args:
+        x: (..., C) input.
+        w: (C,) gain.
+        eps: added to the mean square so a zero vector does not divide by zero (1e-5 or 1e-6,
+            from the model's config).
+
+    Returns:
+        (..., C).
+    """
+    ms = (x * x).mean(axis=-1, keepdims=True)  # (..., 1) the mean square
+    return x / np.sqrt(ms + eps) * w
