@@ -46,7 +46,7 @@ from threadpoolctl import threadpool_limits
 
 from numpylm import GPT, GPTConfig
 from numpylm.layers import cross_entropy
-from numpylm.models.gpt2 import backward as backprop
+from numpylm.models.gpt2 import backward
 from numpylm.training.optim import AdamW, clip_grad_norm
 from numpylm.training.train import keep_freed_memory, sharded_loss_and_grads
 
@@ -82,7 +82,7 @@ def numpylm_phases(config: GPTConfig, ids: np.ndarray, targets: np.ndarray) -> d
     times: dict[str, list[float]] = {"forward": [], "loss": [], "all": [], "optimiser": []}
     for _ in range(6):
         t0 = time.perf_counter()
-        logits = backprop.forward(model.params, config.n_head, ids)[0]
+        logits = model(ids, backend=backward.recording(backward.Tape()))
         t1 = time.perf_counter()
         cross_entropy(logits, targets)
         t2 = time.perf_counter()

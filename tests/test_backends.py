@@ -15,7 +15,7 @@ from numpylm import GPT, GPTConfig, generate_batch
 from numpylm.layers import gelu, gelu_fast
 from numpylm.models import parallel
 from numpylm.models.backends import PLAIN, THREADS, get_backend
-from numpylm.models.gpt2 import backward as backprop
+from numpylm.models.gpt2 import backward
 
 CONFIG = GPTConfig(vocab_size=97, n_ctx=96, n_layer=2, n_head=4, n_embd=32)
 
@@ -72,12 +72,14 @@ def test_the_backends_agree_with_a_cache_and_padding(threads: int, pool_threads:
 
 
 def test_training_records_the_same_forward(threads: int) -> None:
-    """``backprop.forward`` (the recording forward of training) and ``GPT.forward`` compute the
-    same logits, whichever backend the latter uses."""
+    """Training's backend (``backward.recording``) runs the one forward pass, ``GPT.forward``,
+    and gives the logits of the inference backends, with one tape entry per layer call."""
     model = model64()
     ids = np.random.default_rng(1).integers(0, CONFIG.vocab_size, size=(2, 80))
-    logits, record = backprop.forward(model.params, CONFIG.n_head, ids)
-    assert len(record.blocks) == CONFIG.n_layer
+    tape = backward.Tape()
+    logits = model(ids, backend=backward.recording(tape))
+    assert len(tape.saved("attention")) == CONFIG.n_layer
+    assert len(tape.saved("layer_norm")) == 2 * CONFIG.n_layer + 1
     for backend in ("plain", "threads"):
         np.testing.assert_allclose(logits, model(ids, backend=backend), rtol=0, atol=1e-12)
 

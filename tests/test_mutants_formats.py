@@ -18,6 +18,7 @@ import pytest
 from numpylm import GPT, GPTConfig
 from numpylm.io import formats
 from numpylm.io.checkpoint import CheckpointError, write_json, write_safetensors
+from numpylm.models.gpt2 import weights
 from numpylm.models.gpt2.model import param_shapes
 
 CONFIG = GPTConfig(vocab_size=259, n_ctx=8, n_layer=1, n_head=2, n_embd=8)
@@ -63,12 +64,14 @@ def test_a_model_saves_in_its_own_dtype_by_default(tmp_path: Path) -> None:
 def test_write_model_refuses_a_dtype_that_is_not_a_float(tmp_path: Path) -> None:
     model = GPT(CONFIG, seed=0)
     with pytest.raises(ValueError, match="dtype must be float16, float32 or float64, got int32"):
-        formats.write_model(tmp_path, model.config.to_hf(), model.params, np.int32)
+        formats.write_model(
+            tmp_path, model.config.to_hf(), model.params, np.int32, weights.params_to_hf
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_the_config_written_is_gpt2s() -> None:
-    hf = formats.config_to_hf(
+    hf = weights.config_to_hf(
         {"vocab_size": 259, "n_ctx": 8, "n_layer": 3, "n_head": 2, "n_embd": 8}
     )
     assert hf["architectures"] == ["GPT2LMHeadModel"] and hf["model_type"] == "gpt2"
@@ -83,7 +86,7 @@ def test_the_config_written_is_gpt2s() -> None:
     assert hf["torch_dtype"] == "float32"  # what a config describes until the weights say else
     assert len(hf) == 21  # and nothing else
     # and it reads back as the same shape
-    assert formats.config_from_hf(hf, dict) == {
+    assert weights.config_from_hf(hf, dict) == {
         "vocab_size": 259,
         "n_ctx": 8,
         "n_layer": 3,
@@ -93,7 +96,7 @@ def test_the_config_written_is_gpt2s() -> None:
 
 
 def test_a_config_without_shapes_is_gpt2_small() -> None:
-    fields = formats.config_from_hf({}, dict)
+    fields = weights.config_from_hf({}, dict)
     assert fields == {
         "vocab_size": 50257,
         "n_ctx": 1024,
@@ -101,8 +104,8 @@ def test_a_config_without_shapes_is_gpt2_small() -> None:
         "n_head": 12,
         "n_embd": 768,
     }
-    assert formats.config_from_hf({"n_ctx": 64}, dict)["n_ctx"] == 64  # the older key
-    assert formats.config_from_hf({"n_positions": 32, "n_ctx": 64}, dict)["n_ctx"] == 32
+    assert weights.config_from_hf({"n_ctx": 64}, dict)["n_ctx"] == 64  # the older key
+    assert weights.config_from_hf({"n_positions": 32, "n_ctx": 64}, dict)["n_ctx"] == 32
 
 
 @pytest.mark.parametrize(
@@ -129,17 +132,17 @@ def test_a_config_without_shapes_is_gpt2_small() -> None:
     ],
 )
 def test_variants_are_refused_naming_the_file(change: dict[str, Any], message: str) -> None:
-    hf = formats.config_to_hf(
+    hf = weights.config_to_hf(
         {"vocab_size": 259, "n_ctx": 8, "n_layer": 1, "n_head": 2, "n_embd": 8}
     )
     with pytest.raises(CheckpointError) as refused:
-        formats.config_from_hf(hf | change, GPTConfig, "src.json")
+        weights.config_from_hf(hf | change, GPTConfig, "src.json")
     assert str(refused.value).startswith("src.json: ") and message in str(refused.value)
 
 
 def test_n_inner_of_four_times_the_width_is_gpt2() -> None:
     hf = {"n_embd": 8, "n_head": 2, "n_inner": 32, "layer_norm_epsilon": 1e-5}
-    assert formats.config_from_hf(hf, dict)["n_embd"] == 8
+    assert weights.config_from_hf(hf, dict)["n_embd"] == 8
 
 
 def tensors(model: GPT, prefix: str = "transformer.") -> dict[str, np.ndarray]:
@@ -152,7 +155,7 @@ def test_params_from_hf_reads_both_spellings_and_skips_the_mask_buffers() -> Non
     for prefix in ("transformer.", ""):
         t = tensors(model, prefix) | {f"{prefix}h.0.attn.bias": np.ones((1, 1, 8, 8), np.float32)}
         t[f"{prefix}h.0.attn.masked_bias"] = np.array(-1e4, np.float32)
-        params = formats.params_from_hf(t, shapes, Path("m"))
+        params = weights.params_from_hf(t, shapes, Path("m"))
         assert set(params) == set(shapes)
         np.testing.assert_array_equal(params["wte.weight"], model.params["wte.weight"])
 
@@ -162,16 +165,16 @@ def test_lm_head_stands_in_for_a_missing_wte_and_must_match_it() -> None:
     shapes = param_shapes(CONFIG)
     t = tensors(model)
     wte = t.pop("transformer.wte.weight")
-    params = formats.params_from_hf(t | {"lm_head.weight": wte}, shapes, Path("m"))
+    params = weights.params_from_hf(t | {"lm_head.weight": wte}, shapes, Path("m"))
     np.testing.assert_array_equal(params["wte.weight"], wte)
-    same = formats.params_from_hf(tensors(model) | {"lm_head.weight": wte + 1}, shapes, Path("m"))
+    same = weights.params_from_hf(tensors(model) | {"lm_head.weight": wte + 1}, shapes, Path("m"))
     np.testing.assert_array_equal(same["wte.weight"], wte)  # tied: wte wins, lm_head is a copy
     with pytest.raises(
         CheckpointError,
         match=r"m: lm_head.weight has shape \(259, 4\) but "
         r"wte.weight has \(259, 8\); GPT-2 ties them",
     ):
-        formats.params_from_hf(tensors(model) | {"lm_head.weight": wte[:, :4]}, shapes, Path("m"))
+        weights.params_from_hf(tensors(model) | {"lm_head.weight": wte[:, :4]}, shapes, Path("m"))
 
 
 def test_integer_weights_are_refused_naming_the_tensor() -> None:
@@ -182,7 +185,7 @@ def test_integer_weights_are_refused_naming_the_tensor() -> None:
         match=r"m: tensor 'ln_f.bias' is stored as int32 \('i' "
         "kind\\), but a model's weights are floating point",
     ):
-        formats.params_from_hf(t, param_shapes(CONFIG), Path("m"))
+        weights.params_from_hf(t, param_shapes(CONFIG), Path("m"))
 
 
 def test_check_shapes_names_what_is_missing_unexpected_or_misshapen() -> None:
@@ -222,12 +225,12 @@ def test_params_from_hf_names_the_source_of_a_shape_error() -> None:
         match=r"^m: parameters do not match the config: missing "
         r"ln_f.bias$",
     ):
-        formats.params_from_hf(t, param_shapes(CONFIG), Path("m"))
+        weights.params_from_hf(t, param_shapes(CONFIG), Path("m"))
 
 
 @pytest.mark.parametrize("name", ["gpt2-medium", "openai-community/gpt2-medium"])
 def test_presets(name: str) -> None:
-    assert formats.preset(name) == {"n_layer": 24, "n_head": 16, "n_embd": 1024}
+    assert weights.preset(name) == {"n_layer": 24, "n_head": 16, "n_embd": 1024}
 
 
 def test_an_unknown_preset_lists_the_known_ones() -> None:
@@ -236,7 +239,7 @@ def test_an_unknown_preset_lists_the_known_ones() -> None:
         match=r"unknown preset 'gpt3'; choose from \['gpt2', "
         r"'gpt2-large', 'gpt2-medium', 'gpt2-xl'\]",
     ):
-        formats.preset("gpt3")
+        weights.preset("gpt3")
 
 
 def test_read_model_needs_a_config(tmp_path: Path) -> None:
@@ -250,7 +253,7 @@ def test_read_model_needs_a_config(tmp_path: Path) -> None:
 
 def test_a_refusal_names_config_json_by_default() -> None:
     with pytest.raises(CheckpointError, match=r"^config\.json: model_type is 'llama'; "):
-        formats.config_from_hf({"model_type": "llama"}, dict)
+        weights.config_from_hf({"model_type": "llama"}, dict)
 
 
 def test_read_model_reads_every_shard(tmp_path: Path) -> None:
@@ -280,7 +283,7 @@ def test_buffers_and_lm_head_may_come_first() -> None:
         "transformer.h.0.attn.bias": np.ones((1, 1, 8, 8), np.float32),
         "lm_head.weight": model.params["wte.weight"],
     }
-    params = formats.params_from_hf(first | tensors(model), param_shapes(CONFIG), Path("m"))
+    params = weights.params_from_hf(first | tensors(model), param_shapes(CONFIG), Path("m"))
     assert set(params) == set(param_shapes(CONFIG))
 
 
@@ -288,7 +291,7 @@ def test_the_integer_weights_message_in_full() -> None:
     t = tensors(GPT(CONFIG, seed=0))
     t["transformer.ln_f.bias"] = t["transformer.ln_f.bias"].view(np.int32)
     with pytest.raises(CheckpointError) as refused:
-        formats.params_from_hf(t, param_shapes(CONFIG), Path("m"))
+        weights.params_from_hf(t, param_shapes(CONFIG), Path("m"))
     assert str(refused.value) == (
         "m: tensor 'ln_f.bias' is stored as int32 ('i' kind), but a model's weights are floating "
         "point (F16, BF16, F32 or F64): the file is corrupt, or it is not a model's weights"

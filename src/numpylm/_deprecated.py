@@ -49,7 +49,7 @@ RENAMED: dict[str, str] = {
         "bpe": "tokens.bpe",
         "model": "models.gpt2.model",
         "backprop": "models.gpt2.backward",
-        "initialisation": "models.initialisation",
+        "initialisation": "models.gpt2.weights",
         "backends": "models.backends",
         "parallel": "models.parallel",
         "padding": "models.padding",

@@ -531,7 +531,7 @@ def _tokenizer_spec(text: str) -> str:
 def _add_train_parser(commands: Any) -> None:
     import dataclasses
 
-    from .io.formats import GPT2_SIZES
+    from .models.gpt2.weights import GPT2_SIZES
     from .training.train import MODEL_PRESETS, TrainConfig
 
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}

@@ -1,4 +1,5 @@
-"""Backends: the functions the inference forward pass is written against, in two versions.
+"""Backends: the functions the forward pass is written against, in two versions for inference
+and one for training.
 
 ``GPT.forward`` (``model.py``) is written once, against four functions:
 
@@ -9,11 +10,13 @@
   mask broadcastable to (B, H, T, L) or None -> (B, H, T, D) attended values. Attention is
   causal: for T > 1, ``allowed`` includes the causal mask.
 
-A ``Backend`` is a set of the four, and ``session(rows)``, a context the forward pass runs
-in (for ``THREADS``: BLAS held to one thread while numpylm's own threads split the work; for
-``PLAIN``: nothing). ``PLAIN`` is ``numpylm.layers`` as written, the formulas
-and nothing else: the one to read. ``THREADS`` is ``numpylm.models.parallel``: the same numbers (to
-rounding), with a long prompt's work spread over the cores. The model uses ``DEFAULT``, the
+A ``Backend`` is a set of the four, ``session(rows)``, a context the forward pass runs in (for
+``THREADS``: BLAS held to one thread while numpylm's own threads split the work; for
+``PLAIN``: nothing), and ``dropout(x)``, which returns ``x`` for inference: only training's
+backend (``models.gpt2.backward.recording``) drops anything, and records what its backward
+pass needs. ``PLAIN`` is ``numpylm.layers`` as written, the formulas and nothing else: the
+one to read. ``THREADS`` is ``numpylm.models.parallel``: the same numbers (to rounding), with
+a long prompt's work spread over the cores. The model uses ``DEFAULT``, the
 fastest, unless it is given another when it is built (``GPT(config, backend="plain")``) or
 called (``model(ids, backend="plain")``).
 """
@@ -34,7 +37,8 @@ Array = np.ndarray
 
 @dataclass(frozen=True)
 class Backend:
-    """The four functions of the inference forward pass (see the module docstring)."""
+    """The four functions of the forward pass, its session and its dropout (see the module
+    docstring)."""
 
     name: str
     linear: Callable[..., Array]
@@ -42,6 +46,7 @@ class Backend:
     gelu: Callable[[Array], Array]
     attention: Callable[[Array, Array, Array, Array | None], Array]
     session: Callable[[int], AbstractContextManager[None]] = lambda rows: nullcontext()
+    dropout: Callable[[Array], Array] = lambda x: x
 
     def __repr__(self) -> str:
         return f"Backend({self.name!r})"

@@ -40,6 +40,7 @@ from .. import checks, memory
 from ..io import checkpoint
 from ..io.checkpoint import CheckpointError
 from ..models.gpt2.model import GPT, GPTConfig
+from ..models.gpt2.weights import PRESETS as MODEL_PRESETS
 from ..tokens.tokenizer import VOCAB_FILE, Tokenizer
 from .data import (
     TextData,
@@ -99,15 +100,6 @@ __all__ = [  # the run directory's names, which live in runs.py, are here too fo
     "sharded_loss_and_grads",
     "train",
 ]
-
-MODEL_PRESETS: dict[str, tuple[int, int, int, int]] = {  # name: (n_layer, n_head, n_embd, n_ctx)
-    "tiny": (2, 2, 64, 64),
-    "mini": (4, 4, 128, 128),
-    "small": (6, 6, 192, 256),
-    "medium": (8, 8, 256, 256),
-}
-"""Small shapes to train on a CPU, by name; ``--config`` also takes GPT-2's sizes (``gpt2``,
-``gpt2-medium``, ...), which are far too large to train in NumPy but fine to fine-tune a little."""
 
 
 class TrainingDiverged(RuntimeError):

@@ -28,9 +28,9 @@ from ...io import formats
 from ...layers import cross_entropy, embedding, merge_heads, split_heads
 from ..backends import Backend, get_backend
 from ..cache import KVCache
-from ..initialisation import init_params
 from ..padding import positions_and_mask
-from . import backward
+from . import backward, weights
+from .weights import init_params
 
 DType = np.dtype[Any] | type
 PathArg = str | os.PathLike[str]
@@ -65,16 +65,16 @@ class GPTConfig:
     @classmethod
     def preset(cls, name: str) -> GPTConfig:
         """A published GPT-2 size: ``gpt2``, ``gpt2-medium``, ``gpt2-large`` or ``gpt2-xl``."""
-        return cls(**formats.preset(name))
+        return cls(**weights.preset(name))
 
     def to_hf(self) -> dict[str, Any]:
-        """This configuration as a Hugging Face ``config.json`` (``formats.config_to_hf``)."""
-        return formats.config_to_hf(dataclasses.asdict(self))
+        """This configuration as a Hugging Face ``config.json`` (``weights.config_to_hf``)."""
+        return weights.config_to_hf(dataclasses.asdict(self))
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any], source: str = "config.json") -> GPTConfig:
-        """A Hugging Face GPT-2 ``config.json`` (a dict), checked (``formats.config_from_hf``)."""
-        return formats.config_from_hf(hf, cls, source)
+        """A Hugging Face GPT-2 ``config.json`` (a dict), checked (``weights.config_from_hf``)."""
+        return weights.config_from_hf(hf, cls, source)
 
 
 def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
@@ -100,7 +100,7 @@ class GPT:
     """A GPT-2 language model whose parameters are plain NumPy arrays.
 
     ``GPT(config, seed=0)`` is randomly initialised (GPT-2's scheme,
-    ``numpylm.models.initialisation``); ``GPT.from_pretrained`` loads trained weights. Calling
+    ``weights.init_params``); ``GPT.from_pretrained`` loads trained weights. Calling
     the model maps token ids to next-token logits. ``backend`` chooses how the forward pass
     computes (``backends``; default: fastest).
     """
@@ -144,14 +144,16 @@ class GPT:
         hf, tensors, source = formats.read_model(name_or_path)
         config = GPTConfig.from_hf(hf, source=f"{source}/config.json")
         memory.check_model(config, np.dtype(dtype).itemsize, "loading", source)
-        params = formats.params_from_hf(tensors, param_shapes(config), source)
+        params = weights.params_from_hf(tensors, param_shapes(config), source)
         return cls(config, dtype=dtype, params=params)
 
     def save_pretrained(self, directory: PathArg, dtype: DType | None = None) -> Path:
         """Write ``config.json`` and ``model.safetensors`` atomically, as ``transformers`` reads
         them; ``dtype`` (e.g. ``np.float16``, half the size) converts the weights as written."""
         stored = self.dtype if dtype is None else dtype
-        return formats.write_model(directory, self.config.to_hf(), self.params, stored)
+        return formats.write_model(
+            directory, self.config.to_hf(), self.params, stored, weights.params_to_hf
+        )
 
     def new_cache(self, batch_size: int = 1) -> KVCache:
         """An empty KV cache for ``batch_size`` sequences, with room for ``n_ctx`` tokens."""
@@ -198,7 +200,7 @@ class GPT:
         pos, allowed, pad = positions_and_mask(T, start, mask, cache.padding if cache else None)
 
         with be.session(B * T):  # whatever the backend needs around a pass (threads: BLAS)
-            x = embedding(p["wte.weight"], p["wpe.weight"], ids2d, pos)  # (B, T, C)
+            x = be.dropout(embedding(p["wte.weight"], p["wpe.weight"], ids2d, pos))  # (B,T,C)
             for i in range(c.n_layer):
                 x = self.block(i, x, cache, allowed, be)  # (B, T, C)
             if last_only:
@@ -227,26 +229,33 @@ class GPT:
             cache.k[i, :, :, start : start + T], cache.v[i, :, :, start : start + T] = k, v
             k, v = cache.k[i, :, :, : start + T], cache.v[i, :, :, : start + T]  # (B, H, L, D)
         y = merge_heads(be.attention(q, k, v, allowed))  # (B, H, T, D) -> (B, T, C)
-        x = x + be.linear(y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"])
+        x = x + be.dropout(be.linear(y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"]))
 
         # MLP: widen to 4C, bend with GELU, project back.
         m = be.layer_norm(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"])
         u = be.gelu(be.linear(m, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"]))  # (B,T,4C)
-        return x + be.linear(u, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])
+        return x + be.dropout(be.linear(u, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"]))
 
     def attention_maps(self, ids: checks.TokenIds) -> list[np.ndarray]:
         """Where each token looks: every layer's (B, H, T, T) attention probabilities for (B, T)
         ``ids`` ((H, T, T) for 1-D ids): ``[b, h, t, s]`` is how much head ``h`` of token ``t``
-        attends to token ``s`` (rows sum to 1, 0 above the diagonal), from ``backward.forward``."""
-        ids2d = checks.token_window(ids, self.config.vocab_size, self.config.n_ctx)
-        return backward.recorded(self.params, self.config.n_head, ids2d, "att", np.ndim(ids) == 1)
+        attends to token ``s`` (rows sum to 1, 0 above the diagonal), as training records them."""
+        maps = self._recorded(ids).saved("attention", 3)
+        return [a[0] for a in maps] if np.ndim(ids) == 1 else maps
 
     def hidden_states(self, ids: checks.TokenIds) -> list[np.ndarray]:
         """The residual stream: the (B, T, C) embeddings, then each block's output, n_layer + 1
         arrays ((T, C) each for 1-D ids), before ``ln_f``: ``[i][b, t]`` is what token ``t``
-        means after ``i`` blocks of reading its context, from ``backward.forward``."""
+        means after ``i`` blocks of reading its context. They are the inputs of ``ln_1`` in
+        each block and of ``ln_f``, which the training forward records."""
+        x = self._recorded(ids).saved("layer_norm")[::2]  # skip each block's ln_2
+        return [a[0] for a in x] if np.ndim(ids) == 1 else x
+
+    def _recorded(self, ids: checks.TokenIds) -> backward.Tape:
         ids2d = checks.token_window(ids, self.config.vocab_size, self.config.n_ctx)
-        return backward.recorded(self.params, self.config.n_head, ids2d, "x", np.ndim(ids) == 1)
+        tape = backward.Tape()
+        self.forward(ids2d, backend=backward.recording(tape))
+        return tape
 
     def loss(self, ids: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None) -> float:
         """The mean next-token cross-entropy, forward only (for evaluation); the arguments are
@@ -266,11 +275,24 @@ class GPT:
     ) -> tuple[float, dict[str, np.ndarray]]:
         """The mean cross-entropy of predicting ``targets`` from ``ids``, and its gradient:
         ``(loss, grads)``, a float and a dict with exactly the names and shapes of ``params``.
-        (B, T) ids, targets (-1: does not count), mask (False: does not count), ``dropout`` (a
-        rate in [0, 1), 0: none) and its ``rng`` are those of ``backward.loss_and_grads``, which
-        computes it. Only this training call ever drops: ``model(ids)`` and ``loss`` never do."""
+
+        Args:
+            ids: (B, T) integer token ids, T <= n_ctx.
+            targets: (B, T) the token that should follow each position (usually ``ids``
+                shifted by one); -1 does not count.
+            mask: (B, T) bool, True where a position counts towards the loss; None counts every
+                position. It only selects which predictions are scored: every token is read.
+            dropout: the rate in ``[0, 1)`` at GPT-2's three sites (``backward.recording``);
+                0 is the exact model. Only this training call ever drops.
+            rng: the generator of the dropout masks; the same state gives the same masks.
+        """
         c = self.config
         ids2d, targets2d, mask2d = checks.training_batch(ids, targets, mask, c.vocab_size, c.n_ctx)
         rate = checks.dropout_rate(dropout, "dropout")
         rng = (rng or np.random.default_rng()) if rate else None
-        return backward.loss_and_grads(self.params, c.n_head, ids2d, targets2d, mask2d, rate, rng)
+        tape = backward.Tape()  # the forward, recording what the backward reads:
+        logits = self.forward(ids2d, backend=backward.recording(tape, rate, rng))  # (B, T, V)
+        loss, dlogits = cross_entropy(logits, targets2d, mask2d)
+        del logits  # the largest activation; its gradient has taken its place
+        grads = backward.backward(self.params, c.n_layer, c.n_head, ids2d, tape, dlogits, rate)
+        return loss, grads
