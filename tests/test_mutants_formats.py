@@ -111,7 +111,7 @@ def test_a_config_without_shapes_is_gpt2_small() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model_type": "llama"}, "src.json: model_type is 'llama'; numpylm implements GPT-2 only"),
+        ({"model_type": "llama"}, "src.json: model_type is 'llama', not GPT-2's: numpylm.load"),
         (
             {"activation_function": "relu"},
             "src.json: activation_function='relu' is not supported "
@@ -252,7 +252,7 @@ def test_read_model_needs_a_config(tmp_path: Path) -> None:
 
 
 def test_a_refusal_names_config_json_by_default() -> None:
-    with pytest.raises(CheckpointError, match=r"^config\.json: model_type is 'llama'; "):
+    with pytest.raises(CheckpointError, match=r"^config\.json: model_type is 'llama', not GPT-2's"):
         weights.config_from_hf({"model_type": "llama"}, dict)
 
 

@@ -12,7 +12,7 @@ The estimates count the arrays that dominate, each from its shape (float32: 4 by
 
 - the parameters, ``P = V*C + n_ctx*C + n_layer*(12*C*C + 13*C) + 2*C`` numbers, and beside
   them, in training, their gradients and AdamW's two moments (``4 P`` in all);
-- the activations the backward pass reads (``backprop.BlockRecord``): per layer and token
+- the activations the backward pass reads (``models.gpt2.backward.Tape``): per layer and token
   ``16 C`` numbers and ``H T`` attention probabilities, and the (B, T, V) logits with their
   softmax and gradient;
 - the KV cache, ``2 * n_layer * n_ctx * C`` numbers a sequence, and the (B, V) scores;
@@ -152,7 +152,7 @@ def training_bytes(
 ) -> int:
     """The peak of a training step on (batch_size, n_ctx) windows: the parameters, their
     gradients (one set per thread) and AdamW's two moments; the activations of the whole batch
-    (``backprop.BlockRecord`` for every layer, then the logits, their softmax and gradient);
+    (the ``backward.Tape`` of every layer, then the logits, their softmax and gradient);
     and the loss of every step, which the run keeps and saves (``steps`` of them)."""
     model = model_bytes(vocab_size, n_ctx, n_layer, n_embd, itemsize)
     tokens = batch_size * n_ctx

@@ -336,7 +336,7 @@ def read_safetensors(path: Path, skip: Iterable[str] = ()) -> dict[str, np.ndarr
     Dtypes: F16, F32 and F64 come back as they are stored; BF16 as float32 (exactly); the
     integer, BOOL and C64 tensors as NumPy's integer, bool and complex64 arrays (an optimizer
     state's step count is an I64). The float8, float6 and float4 types have no NumPy type and
-    are refused (unless skipped). Which dtypes a *model* accepts is ``formats.params_from_hf``'s
+    are refused (unless skipped). Which dtypes a *model* accepts is ``formats.check_floating``'s
     business: floats only.
 
     Raises:

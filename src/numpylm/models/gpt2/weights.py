@@ -89,7 +89,8 @@ def config_from_hf(hf: dict[str, Any], make: Callable[..., C], source: str = "co
     refusal, ``make``'s own included, is a ``CheckpointError`` that names ``source``."""
     if hf.get("model_type", "gpt2") != "gpt2":
         raise CheckpointError(
-            f"{source}: model_type is {hf.get('model_type')!r}; numpylm implements GPT-2 only"
+            f"{source}: model_type is {hf.get('model_type')!r}, not GPT-2's: numpylm.load and "
+            "numpylm.from_pretrained read each family with its own model class"
         )
 
     def count(key: str, default: int, *fallbacks: str) -> int:
