@@ -1,5 +1,5 @@
 """The Llama family in NumPy (Llama, SmolLM2, Qwen2): the configuration, the parameters, and the
-forward pass with its KV cache, beside GPT-2's (``numpylm.model``) and with its interface.
+forward pass with its KV cache, beside GPT-2's (``models.gpt2.model``) and with its interface.
 
 ``Llama.forward`` reads top to bottom as GPT-2's does, with the changes since 2019:
 
