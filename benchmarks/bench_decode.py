@@ -1,15 +1,19 @@
-"""How fast numpylm writes text with GPT-2 124M, and how much memory it needs, next to
-Hugging Face ``transformers`` on torch CPU and next to what the machine's memory allows.
+"""How fast numpylm writes text, and how much memory it needs, next to Hugging Face
+``transformers`` on torch CPU and next to what the machine's memory allows: GPT-2 124M, or
+SmolLM2-135M-Instruct (the Llama family).
 
 Run from the repository root (about four minutes on 2 cores; ``--quick`` takes about 30 s)::
 
     python benchmarks/bench_decode.py
     python benchmarks/bench_decode.py --quick
-    python benchmarks/bench_decode.py --json out.json --markdown out.md
+    python benchmarks/bench_decode.py --model smollm2 --json out.json --markdown out.md
 
-What is measured, all in one run, with the same random GPT-2 124M weights for everyone
-(``GPT(GPTConfig(), seed=0)``, saved with ``save_pretrained`` and loaded back by both
-libraries, so both compute the same numbers and must write the same tokens):
+What is measured, all in one run, with the same float32 weights for everyone, saved with
+``save_pretrained`` and loaded back by both libraries, so both compute the same numbers and
+must write the same tokens. ``--model gpt2`` (the default): random GPT-2 124M weights
+(``GPT(GPTConfig(), seed=0)``). ``--model smollm2``: SmolLM2-135M-Instruct's GGUF file
+(``numpylm download smollm2``), dequantised to float32 by numpylm; its **load** row also times
+each library reading the GGUF file itself, as a user would:
 
 - **decode**: batch 1, a 16-token prompt, then 128 greedy tokens; tokens/s is new tokens over
   the wall time of the whole generation (the prompt's forward pass included). Four contenders:
@@ -21,8 +25,9 @@ libraries, so both compute the same numbers and must write the same tokens):
   ``ru_maxrss``), so every figure includes the interpreter, the libraries and the weights.
 - **memory bandwidth**: one thread per core, each summing its own slice of a 1 GiB array
   (NumPy releases the GIL, so the threads stream memory at the same time). Decoding one token
-  has to read every weight once (~498 MB in float32), so bandwidth / weight bytes is the
-  fastest any decoder can go, and "share" says how close each one gets.
+  has to read every weight once (~498 MB for GPT-2 in float32, ~540 MB for SmolLM2), so
+  bandwidth / weight bytes is the fastest any decoder can go, and "share" says how close each
+  one gets.
 
 Every timing is the best of ``--repeats`` runs, and the contenders take turns for ``--rounds``
 rounds (a fresh process each time), each keeping its best round: other work on the machine
@@ -40,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import resource
@@ -56,9 +60,6 @@ from typing import Any
 
 import numpy as np
 
-from numpylm import GPTConfig
-from numpylm.models.gpt2.model import param_shapes
-
 CONTENDERS = ("numpylm", "numpylm-nocache", "transformers", "transformers-nocache")
 PREFILL_CONTENDERS = ("numpylm", "transformers")
 
@@ -71,6 +72,8 @@ class Settings:
     repeats: int = 3
     threads: int = os.cpu_count() or 1
     rounds: int = 3
+    model: str = "gpt2"
+    gguf: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,14 +97,16 @@ def _prompt(n: int, vocab: int, seed: int) -> np.ndarray:
 def work_numpylm(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
-    from numpylm import GPT
     from numpylm.models import parallel
 
     # The same thread count as torch.set_num_threads for transformers: BLAS's own threads for
     # decode steps, numpylm's for a prompt (numpylm.models.parallel)
     threadpool_limits(s.threads, user_api="blas")
     parallel.set_threads(s.threads)
-    model = GPT.from_pretrained(model_dir)
+    if task == "load":
+        best, times, _ = _best_time(lambda: numpylm_class(s.gguf).from_pretrained(s.gguf), 1)
+        return {"seconds": best}
+    model = numpylm_class(model_dir).from_pretrained(model_dir)
     V = model.config.vocab_size
     if task == "prefill":
         ids = _prompt(s.prefill_len, V, seed=1)
@@ -135,10 +140,20 @@ def work_numpylm(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
 
 def work_transformers(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
     import torch
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(s.threads)
-    model = GPT2LMHeadModel.from_pretrained(model_dir).eval()
+    if task == "load":
+        path = Path(s.gguf)
+
+        def load() -> Any:
+            return AutoModelForCausalLM.from_pretrained(
+                path.parent, gguf_file=path.name, torch_dtype=torch.float32
+            )
+
+        best, times, _ = _best_time(load, 1)
+        return {"seconds": best}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
     V = model.config.vocab_size
     with torch.inference_mode():
         if task == "prefill":
@@ -284,29 +299,51 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def weight_bytes_per_token(config: GPTConfig) -> int:
-    """Bytes of float32 weights one decoding step reads: every parameter once, except the
-    position table, of which it reads a single row."""
-    shapes = param_shapes(config)
-    n = sum(math.prod(shape) for name, shape in shapes.items() if name != "wpe.weight")
-    return 4 * (n + config.n_embd)
+def numpylm_class(path: str) -> Any:
+    """numpylm's model class for a model directory (by its ``config.json``) or a GGUF file."""
+    from numpylm import GPT
+    from numpylm.models.llama import Llama
+
+    if path.endswith(".gguf"):
+        return Llama
+    model_type = json.loads((Path(path) / "config.json").read_text())["model_type"]
+    return GPT if model_type == "gpt2" else Llama
 
 
-def make_checkpoint(model_dir: str) -> None:
-    """Save random GPT-2 124M weights (in a subprocess, so this process stays small)."""
-    code = (
-        "import sys; from numpylm import GPT, GPTConfig; "
-        "GPT(GPTConfig(), seed=0).save_pretrained(sys.argv[1])"
-    )
-    subprocess.run([sys.executable, "-c", code, model_dir], check=True)
+def weight_bytes_per_token(model_dir: str) -> int:
+    """Bytes of float32 weights one decoding step reads: every stored tensor once, except
+    GPT-2's position table, of which it reads a single row (a tied LM head is stored once, as
+    the token embedding, and read whole by the head)."""
+    from numpylm.io.checkpoint import read_safetensors
+
+    tensors = read_safetensors(Path(model_dir) / "model.safetensors")
+    n = sum(t.size for name, t in tensors.items() if not name.endswith("wpe.weight"))
+    wpe = [t for name, t in tensors.items() if name.endswith("wpe.weight")]
+    return 4 * (n + (wpe[0].shape[1] if wpe else 0))
+
+
+def make_checkpoint(model_dir: str, s: Settings) -> None:
+    """Save the float32 weights both libraries load (in a subprocess, so this process stays
+    small): random GPT-2 124M, or SmolLM2's GGUF file dequantised by numpylm."""
+    if s.model == "gpt2":
+        code = (
+            "import sys; from numpylm import GPT, GPTConfig; "
+            "GPT(GPTConfig(), seed=0).save_pretrained(sys.argv[1])"
+        )
+    else:
+        code = (
+            "import sys; from numpylm.models.llama import Llama; "
+            "Llama.from_pretrained(sys.argv[2]).save_pretrained(sys.argv[1])"
+        )
+    subprocess.run([sys.executable, "-c", code, model_dir, s.gguf], check=True)
 
 
 def run(s: Settings, contenders: tuple[str, ...]) -> dict[str, Any]:
     info = machine_info()
     results: dict[str, Any] = {"machine": info, "settings": vars(s), "decode": {}, "prefill": {}}
     with tempfile.TemporaryDirectory(prefix="numpylm-bench-") as model_dir:
-        make_checkpoint(model_dir)
-        per_token = weight_bytes_per_token(GPTConfig())
+        make_checkpoint(model_dir, s)
+        per_token = weight_bytes_per_token(model_dir)
         bandwidth = [run_worker("bandwidth", "-", model_dir, s)]
         results["weight_mb_per_token"] = per_token / 1e6
         # The machine's speed drifts over minutes (its neighbours change), so the contenders
@@ -324,6 +361,9 @@ def run(s: Settings, contenders: tuple[str, ...]) -> dict[str, Any]:
                     print(f"  round {r + 1}: {name} {kind} ...", file=sys.stderr, flush=True)
                     result = run_worker(who, task, model_dir, s)
                     _keep_best(results[kind], name, result)
+                if s.gguf and not nocache and r == 0:
+                    print(f"  {name} load ...", file=sys.stderr, flush=True)
+                    results.setdefault("load", {})[name] = run_worker(who, "load", model_dir, s)
         bandwidth.append(run_worker("bandwidth", "-", model_dir, s))
     # Measured before and after the rest: the better of the two is what the machine can do.
     results["bandwidth_gb_per_s"] = max(b["gb_per_s"] for b in bandwidth)
@@ -357,8 +397,9 @@ def markdown(r: dict[str, Any]) -> str:
     s, m = r["settings"], r["machine"]
     ref = r["decode"].get("transformers", {}).get("tokens_per_s")
     ref_prefill = r["prefill"].get("transformers", {}).get("tokens_per_s")
+    title = "GPT-2 124M" if s["model"] == "gpt2" else "SmolLM2-135M-Instruct"
     lines = [
-        f"GPT-2 124M, float32, batch 1; decode: {s['prompt_len']}-token prompt + "
+        f"{title}, float32, batch 1; decode: {s['prompt_len']}-token prompt + "
         f"{s['new_tokens']} greedy tokens; prefill: {s['prefill_len']} tokens; "
         f"best of {s['repeats']} in each of {s['rounds']} rounds; {s['threads']} thread(s).",
         "",
@@ -389,6 +430,15 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     if rounds:
         lines += ["", "Tokens/s in each round: " + "; ".join(rounds) + "."]
+    if r.get("load"):
+        lines += [
+            "",
+            "Loading the GGUF file into float32 (seconds; peak RSS in MB): "
+            + "; ".join(
+                f"{n} {x['seconds']:.1f} s, {x['peak_rss_mb']:.0f} MB" for n, x in r["load"].items()
+            )
+            + ".",
+        ]
     lines += [
         "",
         f"Memory bandwidth ({s['threads']} thread(s)): {r['bandwidth_gb_per_s']:.1f} GB/s; "
@@ -430,14 +480,35 @@ def main(argv: list[str] | None = None) -> None:
         default=list(CONTENDERS),
         help="run these contenders only",
     )
+    parser.add_argument(
+        "--model",
+        choices=("gpt2", "smollm2"),
+        default="gpt2",
+        help="random GPT-2 124M weights, or SmolLM2-135M-Instruct (numpylm download smollm2)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
     args = parser.parse_args(argv)
+    gguf = ""
+    if args.model == "smollm2":
+        from numpylm.download import find
+
+        try:
+            gguf = str(find("smollm2"))
+        except FileNotFoundError as e:
+            parser.error(str(e))
     s = Settings(
-        args.prompt_len, args.new_tokens, args.prefill_len, args.repeats, args.threads, args.rounds
+        args.prompt_len,
+        args.new_tokens,
+        args.prefill_len,
+        args.repeats,
+        args.threads,
+        args.rounds,
+        args.model,
+        gguf,
     )
     if args.quick:
-        s = Settings(s.prompt_len, 32, 128, 1, s.threads, 1)
+        s = Settings(s.prompt_len, 32, 128, 1, s.threads, 1, s.model, s.gguf)
     for name, value in (
         ("--new-tokens", s.new_tokens),
         ("--repeats", s.repeats),
