@@ -8,8 +8,8 @@ want, each a prompt and its response, written with one fixed template:
     Answer: 3 4 5 6 7<|endoftext|>
     |---- prompt: read, not scored ----|-- response: scored --|
 
-It is the same next-token training as pretraining (``train.run_steps``, AdamW, checkpoints),
-with two differences:
+It is the same next-token training as pretraining (the objective ``train.NextToken``, the loop
+``train.run_steps``, AdamW, checkpoints), with two differences:
 
 1. The loss counts the response tokens only: a prompt position's target is -1, which
    ``GPT.loss_and_grads`` skips. The model is not taught to write questions, only answers.
@@ -57,7 +57,7 @@ from .runs import (
     sha256_file,
 )
 from .tokenizer import Tokenizer
-from .train import TrainResult, check_optimisation, run_steps
+from .train import NextToken, TrainResult, check_optimisation, run_steps
 
 TEMPLATE = "Question: {prompt}\nAnswer: {response}"
 """The default prompt template. Everything before ``{response}`` is the prompt part, except the
@@ -450,21 +450,13 @@ def _finetune(
         checkpoint.write_json(out / TEMPLATE_FILE, {"template": cfg.template})
 
     pad = tokenizer.eot_id
-    position = [step]  # next_batch is called once per step, from the start step on
 
-    def next_batch() -> tuple[np.ndarray, np.ndarray]:
-        pick = batch_indices(len(train_rows), cfg.batch_size, position[0], cfg.seed)
-        position[0] += 1
+    def next_batch(step: int) -> tuple[np.ndarray, np.ndarray]:
+        pick = batch_indices(len(train_rows), cfg.batch_size, step, cfg.seed)
         return pad_batch([train_rows[i] for i in pick], pad)
 
-    def validation_loss() -> float:
-        total, count = 0.0, 0
-        for i in range(0, len(val_rows), cfg.batch_size):
-            x, y = pad_batch(val_rows[i : i + cfg.batch_size], pad)
-            n = int((y >= 0).sum())
-            total += model.loss(x, y) * n  # mean -> sum, so the result is per response token
-            count += n
-        return total / count
+    def validate() -> dict[str, float]:
+        return {"val_loss": answer_loss(model, val_rows, cfg.batch_size, pad)}
 
     def save(at: int) -> None:
         args = {**dataclasses.asdict(plan), "data": str(Path(cfg.data).resolve())}
@@ -499,11 +491,10 @@ def _finetune(
         )
     started = time.perf_counter()
     return run_steps(
-        model,
         optimizer,
         plan,
-        next_batch,
-        validation_loss,
+        NextToken(model, next_batch, cfg.dropout, cfg.seed),
+        validate,
         save,
         out=out,
         step=step,
@@ -511,6 +502,20 @@ def _finetune(
         history=history,
         progress=progress,
     )
+
+
+def answer_loss(
+    model: GPT, rows: Sequence[tuple[list[int], int]], batch_size: int, pad_id: int
+) -> float:
+    """The mean loss per response token of encoded examples (``encode_example``'s rows), in
+    batches of ``batch_size``: fine-tuning's validation loss."""
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        x, y = pad_batch(rows[i : i + batch_size], pad_id)
+        n = int((y >= 0).sum())
+        total += model.loss(x, y) * n  # mean -> sum, so the result is per response token
+        count += n
+    return total / count
 
 
 def resume_config(out: str | os.PathLike[str], **changes: Any) -> FinetuneConfig:
