@@ -87,8 +87,13 @@ STREAM_SPLIT = 3
 STREAM_DROPOUT = 4
 """Both: the dropout masks of each step (``[seed, STREAM_DROPOUT, step]``)."""
 
-KINDS = {"train": ("training run", "text"), "finetune": ("fine-tuning run", "data")}
-"""The kinds of run (``trainer_state.json``'s ``kind``) and the words messages use for them."""
+KINDS = {
+    "train": ("training run", "text"),
+    "finetune": ("fine-tuning run", "data"),
+    "align": ("preference-tuning run", "data"),
+}
+"""The kinds of run (``trainer_state.json``'s ``kind``, each the name of its ``numpylm``
+command) and the words messages use for them."""
 
 
 @dataclass
@@ -130,7 +135,7 @@ def open_run(
     overwrite: bool = False,
     reads: Sequence[str | os.PathLike[str] | None] = (),
 ) -> Iterator[Checkpoint | None]:
-    """Open ``out`` for a run of ``kind`` (``"train"`` or ``"finetune"``) on the data file
+    """Open ``out`` for a run of ``kind`` (a key of ``KINDS``) on the data file
     ``data`` (whose sha256 is ``data_sha256``), and hold it: the directory is locked until the
     ``with`` block ends, so a second run cannot write into it meanwhile (readers, such as
     ``numpylm generate --model DIR``, are never blocked). The lock is an ``flock``: the
@@ -171,7 +176,7 @@ def _resumable(out: Path, kind: str, *, data_sha256: str, data: str, dtype: str)
     saved_args(out, kind)  # refuses another kind of run before anything is loaded
     run = load_checkpoint(out)
     if run.state.get("data_sha256") != data_sha256:
-        verb = "trained" if kind == "train" else "fine-tuned"
+        verb = {"train": "trained", "finetune": "fine-tuned"}.get(kind, "tuned")
         raise ValueError(
             f"{data} is not the {what} this run was {verb} on (its sha256 differs from the one "
             f"in {TRAINER_STATE}); resume with the original file, or start a new run"
@@ -286,10 +291,9 @@ def saved_args(out: str | os.PathLike[str], kind: str) -> dict[str, Any]:
     state = checkpoint.read_json(path)
     saved_kind = state.get("kind", "train")  # runs saved before kinds were recorded: training
     if saved_kind != kind:
-        other = "numpylm finetune" if saved_kind == "finetune" else "numpylm train"
         raise CheckpointError(
             f"{path} is not a {name} but a {KINDS.get(saved_kind, (saved_kind,))[0]}: resume it "
-            f"with {other}"
+            f"with numpylm {saved_kind}"
         )
     if not isinstance(state.get("args"), dict):
         raise CheckpointError(f"{path} has no training arguments ('args')")
