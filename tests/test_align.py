@@ -4,22 +4,39 @@ checkpoints, resume and reference check."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from gradcheck import numerical_grad, rel_err
 
-from numpylm import GPT, GPTConfig
+import numpylm.align
+from numpylm import GPT, GPTConfig, Tokenizer, train_bpe
 from numpylm.align import (
+    AlignConfig,
+    Pair,
+    align,
+    pair_logprobs,
+    preference_figures,
     preference_loss_and_grads,
+    read_pairs,
+    resume_config,
     sequence_logprobs,
+    weights_sha256,
+    write_pairs,
 )
+from numpylm.checkpoint import CheckpointError
+from numpylm.cli import main
+from numpylm.finetune import TEMPLATE_FILE, DataError, Example, encode_example, pad_batch
 from numpylm.layers import cross_entropy
 
 TOL = 1e-6  # finite differences in float64
 
-MICRO = GPTConfig(vocab_size=7, n_ctx=8, n_layer=2, n_head=2, n_embd=8)
+MICRO = GPTConfig(vocab_size=7, n_ctx=8, n_layer=1, n_head=2, n_embd=8)
 
 
 def random_model(config: GPTConfig, seed: int, dtype: type = np.float64) -> GPT:
@@ -83,10 +100,11 @@ def test_weighted_cross_entropy_value_and_gradient() -> None:
     np.testing.assert_allclose(same[1], mean[1], rtol=1e-13)
 
 
-@pytest.mark.parametrize("beta", [0.1, 2.0])
-def test_dpo_gradient_matches_finite_differences(beta: float) -> None:
+def test_dpo_gradient_matches_finite_differences() -> None:
     """Every entry of every parameter, float64, against central differences of the loss from
-    its definition; the reference is another random model, so the margins are not 0."""
+    its definition; the reference is another random model, so the margins are not 0 and the
+    pairs' weights differ."""
+    beta = 0.7
     model = random_model(MICRO, seed=0)
     x, y = micro_batch()
     ref = sequence_logprobs(random_model(MICRO, seed=1)(x), y)
@@ -112,6 +130,167 @@ def test_dpo_starts_at_log_2_and_pushes_the_answers_apart() -> None:
         p -= 1e-3 * grads[name]
     after = sequence_logprobs(model(x), y)
     assert np.all(after[:2] > before[:2]) and np.all(after[2:] < before[2:])
+
+
+# --------------------------------------------------------------------------------------------
+# The pairs file
+
+PAIRS = [
+    Pair("Count from 3 to 7.", "3 4 5 6 7", "I don't know."),
+    Pair("Which is larger, 41 or 17?", "41", "17"),
+    Pair("What is 2 plus 2?", "4", "5"),
+]
+
+
+def test_pairs_round_trip_and_bad_lines_name_file_and_line(tmp_path: Path) -> None:
+    path = write_pairs(tmp_path / "p.jsonl", PAIRS)
+    assert read_pairs(path) == PAIRS
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"prompt": "a", "chosen": "b", "rejected": "c"}\n\n'
+        '{"prompt": "a", "chosen": "b"}\n'
+        '{"prompt": "a", "chosen": "b", "rejected": "b"}\n'
+        '{"prompt": "a", "chosen": "b", "rejected": 3}\n'
+        '{"prompt": "a", "response": "b", "chosen": "b", "rejected": "c"}\n'
+    )
+    with pytest.raises(DataError) as e:
+        read_pairs(bad)
+    message = str(e.value)
+    assert message.startswith(f"4 bad lines in {bad}; each line must be a JSON object ")
+    assert f"{bad}:3: missing key 'rejected'" in message
+    assert f"{bad}:4: 'chosen' and 'rejected' are the same answer" in message
+    assert f"{bad}:5: 'rejected' must be a string, got a number" in message
+    assert f"{bad}:6: unexpected key 'response' (only 'prompt', 'chosen' and 'rejected'" in message
+
+
+def test_cli_reports_a_bad_pair_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a"}\n')
+    code = main(["align", "--data", str(data), "--out", str(tmp_path / "o")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"{data}:2: missing key 'chosen' and 'rejected'" in err and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random model with a BPE vocabulary of the pairs' text, saved as a model
+    directory with its prompt template."""
+    text = "\n".join(f"Question: {p.prompt}\nAnswer: {p.chosen} {p.rejected}" for p in PAIRS)
+    tokenizer = train_bpe(text * 20, 280)
+    config = GPTConfig(vocab_size=tokenizer.n_vocab, n_ctx=32, n_layer=1, n_head=2, n_embd=16)
+    path = tmp_path_factory.mktemp("base")
+    GPT(config, seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / TEMPLATE_FILE).write_text(json.dumps({"template": "Q: {prompt}\nA: {response}"}))
+    return path
+
+
+def many_pairs(n: int) -> list[Pair]:
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        a, b = (int(v) for v in rng.integers(0, 50, 2))
+        out.append(Pair(f"What is {a} plus {b}?", str(a + b), str(a + b + 1)))
+    return out
+
+
+def test_align_moves_towards_the_chosen_and_ctrl_c_then_resume_is_exact(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_pairs(tmp_path / "pairs.jsonl", many_pairs(40))
+    common: dict[str, Any] = dict(
+        data=str(data), model=str(base), steps=6, batch_size=8, lr=3e-3, eval_every=3
+    )
+    whole = align(AlignConfig(out=str(tmp_path / "a"), **common), progress=False)
+    assert whole.step == 6 and whole.losses[0] == pytest.approx(np.log(2), abs=1e-5)
+    first, last = whole.history[0], whole.history[-1]
+    assert first["val_margin"] == pytest.approx(0, abs=1e-5) and first["val_accuracy"] == 0
+    assert last["val_margin"] > 0 and last["val_accuracy"] >= 0.75
+    assert last["val_margin"] == pytest.approx(last["val_chosen"] - last["val_rejected"])
+    # the run records the template the model came with, and the reference's weights
+    state = json.loads((tmp_path / "a" / "trainer_state.json").read_text())
+    assert state["kind"] == "align" and state["args"]["template"] == "Q: {prompt}\nA: {response}"
+    assert state["reference_sha256"] == weights_sha256(GPT.from_pretrained(base))
+
+    calls = [0]
+    original = numpylm.align.preference_loss_and_grads
+
+    def ctrl_c_on_third_step(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends on Ctrl-C
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(numpylm.align, "preference_loss_and_grads", ctrl_c_on_third_step)
+    cut = align(AlignConfig(out=str(tmp_path / "b"), **common), progress=False)
+    monkeypatch.undo()
+    assert cut.interrupted and cut.step == 3
+    resumed = align(resume_config(tmp_path / "b"), resume=True, progress=False)
+    assert resumed.step == 6 and resumed.losses == whole.losses  # bit for bit
+    a, b = GPT.from_pretrained(tmp_path / "a"), GPT.from_pretrained(tmp_path / "b")
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+
+
+def test_resume_refuses_another_reference(base: Path, tmp_path: Path) -> None:
+    data = write_pairs(tmp_path / "pairs.jsonl", many_pairs(20))
+    cfg = AlignConfig(data=str(data), out=str(tmp_path / "r"), model=str(base), steps=2)
+    align(cfg, progress=False)
+    other = tmp_path / "other"
+    model = GPT.from_pretrained(base)
+    model.params["h.0.ln_1.bias"] += 1e-3  # one weight moved: another model
+    model.save_pretrained(other)
+    Tokenizer.from_pretrained(base).save_pretrained(other)
+    with pytest.raises(CheckpointError, match="is not the one this run started from"):
+        align(resume_config(tmp_path / "r", steps=3, model=str(other)), resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="already holds a training run"):
+        align(cfg, progress=False)
+
+
+def test_cli_align_then_resume(
+    base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_pairs(tmp_path / "pairs.jsonl", many_pairs(20))
+    out = tmp_path / "al"
+    argv = ["align", "--model", str(base), "--data", str(data), "--out", str(out)]
+    assert main([*argv, "--steps", "2", "--beta", "0.5", "--batch-size", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "\naligned 2 steps; on the held-out pairs: loss " in printed
+    assert json.loads((out / "trainer_state.json").read_text())["args"]["beta"] == 0.5
+    assert main(["align", "--out", str(out), "--resume", "--steps", "3"]) == 0
+    assert "aligned 3 steps" in capsys.readouterr().out
+    assert main(["finetune", "--out", str(out), "--resume"]) == 1
+    assert "resume it with numpylm align" in capsys.readouterr().err
+
+
+def test_reference_logprobs_are_the_answers_and_figures_add_up() -> None:
+    """``pair_logprobs`` scores exactly the answer tokens that fine-tuning scores, and the
+    figures follow from the rewards."""
+    text = "\n".join(f"Question: {p.prompt}\nAnswer: {p.chosen} {p.rejected}" for p in PAIRS)
+    tokenizer = train_bpe(text * 5, 270)
+    model = random_model(
+        GPTConfig(vocab_size=tokenizer.n_vocab, n_ctx=64, n_layer=1, n_head=2, n_embd=8), 5
+    )
+    rows = [
+        tuple(encode_example(tokenizer, Example(p.prompt, a)) for a in (p.chosen, p.rejected))
+        for p in PAIRS
+    ]
+    got = pair_logprobs(model, rows, 2, tokenizer.eot_id)  # batches of 2 answers: padding
+    for i, pair in enumerate(rows):
+        for j, (ids, n_prompt) in enumerate(pair):
+            x, y = pad_batch([(ids, n_prompt)], tokenizer.eot_id)
+            expected = -model.loss(x, y) * (len(ids) - n_prompt)  # mean -> sum
+            assert got[i, j] == pytest.approx(expected, rel=1e-9)
+    figures = preference_figures(got + np.array([1.0, -1.0]), got, beta=0.5)
+    assert figures["val_margin"] == pytest.approx(1.0) and figures["val_accuracy"] == 1.0
+    assert figures["val_loss"] == pytest.approx(np.log1p(np.exp(-1.0)))
 
 
 torch = pytest.importorskip("torch")
