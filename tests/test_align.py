@@ -64,7 +64,7 @@ def micro_batch() -> tuple[np.ndarray, np.ndarray]:
 
 
 def independent_dpo_loss(
-    model: GPT, x: np.ndarray, y: np.ndarray, ref: np.ndarray, beta: float
+    model: GPT, x: np.ndarray, y: np.ndarray, ref: np.ndarray, beta: float, nll: float = 0.0
 ) -> float:
     """DPO's loss from its definition, through ``model(x)`` alone (none of align's code)."""
     logits = model(x)
@@ -74,7 +74,8 @@ def independent_dpo_loss(
     )
     B = len(y) // 2
     z = beta * ((seq[:B] - ref[:B]) - (seq[B:] - ref[B:]))
-    return float(np.mean(-np.log(1 / (1 + np.exp(-z)))))
+    chosen_tokens = (y[:B] >= 0).sum()
+    return float(np.mean(-np.log(1 / (1 + np.exp(-z)))) - nll * seq[:B].sum() / chosen_tokens)
 
 
 def test_weighted_cross_entropy_value_and_gradient() -> None:
@@ -100,21 +101,24 @@ def test_weighted_cross_entropy_value_and_gradient() -> None:
     np.testing.assert_allclose(same[1], mean[1], rtol=1e-13)
 
 
-def test_dpo_gradient_matches_finite_differences() -> None:
+@pytest.mark.parametrize("nll", [0.0, 0.6])
+def test_dpo_gradient_matches_finite_differences(nll: float) -> None:
     """Every entry of every parameter, float64, against central differences of the loss from
     its definition; the reference is another random model, so the margins are not 0 and the
-    pairs' weights differ."""
+    pairs' weights differ. ``nll`` > 0 adds the chosen answers' cross-entropy (RPO)."""
     beta = 0.7
     model = random_model(MICRO, seed=0)
     x, y = micro_batch()
     ref = sequence_logprobs(random_model(MICRO, seed=1)(x), y)
-    loss, grads, margins = preference_loss_and_grads(model.params, MICRO.n_head, x, y, ref, beta)
-    assert loss == pytest.approx(independent_dpo_loss(model, x, y, ref, beta), rel=1e-12)
+    loss, grads, margins = preference_loss_and_grads(
+        model.params, MICRO.n_head, x, y, ref, beta, nll=nll
+    )
+    assert loss == pytest.approx(independent_dpo_loss(model, x, y, ref, beta, nll), rel=1e-12)
     assert margins.shape == (2,) and np.all(np.abs(margins) > 1e-3)
     assert list(grads) == list(model.params)
     for name, p in model.params.items():
         assert grads[name].shape == p.shape and grads[name].dtype == np.float64
-        g = numerical_grad(lambda: independent_dpo_loss(model, x, y, ref, beta), p)
+        g = numerical_grad(lambda: independent_dpo_loss(model, x, y, ref, beta, nll), p)
         assert rel_err(g, grads[name]) < TOL, name
 
 

@@ -36,8 +36,9 @@ LAYERS = [
     ["generation", "train"],
     ["batching"],
     ["streaming", "finetune"],
-    ["tracing", "instructions"],
+    ["tracing", "instructions", "align"],
     ["chat_data"],
+    ["preference_data"],
     ["cli"],
     ["__init__", "__main__"],
 ]

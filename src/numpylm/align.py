@@ -162,6 +162,8 @@ def preference_loss_and_grads(
     beta: float,
     rate: float = 0.0,
     rng: np.random.Generator | None = None,
+    *,
+    nll: float = 0.0,
 ) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
     """DPO's loss on a batch of B pairs and its gradient for every parameter, by hand.
 
@@ -188,6 +190,12 @@ def preference_loss_and_grads(
     of fine-tuning: ``layers.cross_entropy(..., weights=)`` gives ``dlogits = weight *
     (softmax - onehot)`` at each answer token, and ``backprop.backward`` takes it from there.
 
+    DPO only asks for the gap between the two answers, and it can open the gap by pushing both
+    down. ``nll`` > 0 adds fine-tuning's own loss on the chosen answers, ``nll`` times their
+    mean cross-entropy per token (RPO; Pang et al., 2024), which holds the chosen answers'
+    likelihood up; its gradient adds ``nll / n`` to the weight of each of the ``n`` chosen
+    answer tokens of the batch.
+
     Args:
         params: the policy's parameters, by name (``model.params``).
         n_head: attention heads per block.
@@ -197,22 +205,31 @@ def preference_loss_and_grads(
         ref_logps: (2B,) the reference's ``log ref(y|x)`` of the same rows.
         beta: how strongly the policy is held to the reference (> 0).
         rate, rng: dropout, as in ``backprop.loss_and_grads``.
+        nll: the weight of the chosen answers' cross-entropy added to the loss (0: pure DPO).
 
     Returns:
-        ``(loss, grads, margins)``: the mean loss over the pairs (a float), the gradient (a dict
-        with the names, shapes and dtype of ``params``), and the (B,) reward margins ``z``.
+        ``(loss, grads, margins)``: the mean loss over the pairs (plus the ``nll`` term), the
+        gradient (a dict with the names, shapes and dtype of ``params``), and the (B,) reward
+        margins ``z``.
     """
     B = len(ids) // 2
     logits, record = backprop.forward(params, n_head, ids, rate, rng)  # (2B, T, V)
-    rewards = beta * (sequence_logprobs(logits, targets) - ref_logps)  # (2B,)
+    logps = sequence_logprobs(logits, targets)  # (2B,)
+    rewards = beta * (logps - ref_logps)
     margins = rewards[:B] - rewards[B:]  # (B,) z
     pull = beta * np.exp(-np.logaddexp(0, margins)) / B  # (B,) c = beta * sigmoid(-z) / B
     row_weight = np.concatenate([pull, -pull]).astype(logits.dtype)  # (2B,): up, then down
     weights = np.broadcast_to(row_weight[:, None], targets.shape)  # (2B, T)
+    loss = preference_loss(margins)
+    if nll:
+        n_chosen = int((targets[:B] != -1).sum())
+        loss += nll * float(-logps[:B].sum()) / n_chosen
+        weights = weights.copy()
+        weights[:B] += nll / n_chosen
     _, dlogits = cross_entropy(logits, targets, weights=weights)
     del logits  # the largest activation; its gradient has taken its place
     grads = backprop.backward(params, n_head, ids, record, dlogits, rate)
-    return preference_loss(margins), grads, margins
+    return loss, grads, margins
 
 
 def answer_logprobs(model: GPT, rows: Sequence[Row], batch_size: int, pad_id: int) -> np.ndarray:
@@ -268,7 +285,7 @@ class Preference:
         model: the policy.
         pairs: the encoded training pairs, (chosen, rejected).
         reference: (n, 2) the reference's log-probabilities of the pairs' answers.
-        beta, batch_size, seed, pad_id, dropout: as in ``AlignConfig``.
+        beta, batch_size, seed, pad_id, dropout, nll: as in ``AlignConfig``.
     """
 
     model: GPT
@@ -279,6 +296,7 @@ class Preference:
     seed: int
     pad_id: int
     dropout: float = 0.0
+    nll: float = 0.0
 
     def __call__(self, step: int) -> StepLoss:
         pick = batch_indices(len(self.pairs), self.batch_size, step, self.seed)  # (B,)
@@ -288,7 +306,15 @@ class Preference:
         ref = np.concatenate([self.reference[pick, 0], self.reference[pick, 1]])  # (2B,)
         rng = np.random.default_rng([self.seed, STREAM_DROPOUT, step]) if self.dropout else None
         loss, grads, _ = preference_loss_and_grads(
-            self.model.params, self.model.config.n_head, x, y, ref, self.beta, self.dropout, rng
+            self.model.params,
+            self.model.config.n_head,
+            x,
+            y,
+            ref,
+            self.beta,
+            self.dropout,
+            rng,
+            nll=self.nll,
         )
         return StepLoss(loss, grads, x.size)
 
@@ -309,6 +335,8 @@ class AlignConfig:
         template: the prompt template; None takes the model's own (``prompt_template.json``),
             or ``finetune.TEMPLATE`` if it has none.
         beta: how strongly the policy is held to the reference (TRL's default, 0.1).
+        nll: the weight of fine-tuning's loss on the chosen answers, added to DPO's (RPO); 0,
+            the default, is pure DPO.
         steps: optimiser steps in total; 0 runs ``epochs`` passes over the training pairs.
         epochs: passes over the training pairs when ``steps`` is 0.
         batch_size: pairs per step (each step reads 2 * batch_size answers).
@@ -321,6 +349,7 @@ class AlignConfig:
     model: str = "chat"
     template: str | None = None
     beta: float = 0.1
+    nll: float = 0.0
     steps: int = 0
     epochs: float = 1.0
     batch_size: int = 16
@@ -349,6 +378,7 @@ class AlignConfig:
         check_optimisation(self)
         checks.finite_number("epochs", self.epochs)
         checks.finite_number("beta", self.beta)
+        checks.finite_number("nll", self.nll)
         if self.lr == 0 or self.beta == 0 or (self.steps == 0 and self.epochs == 0):
             raise ValueError("lr, beta and epochs (when steps is 0) must be positive")
         if not 0.0 < self.val_fraction < 1.0:
@@ -473,7 +503,7 @@ def _align(
             f"{'resuming at' if run else 'starting at'} step {step} of {steps} in {out}"
         )
     objective = Preference(
-        model, train_rows, ref_train, cfg.beta, cfg.batch_size, cfg.seed, pad, cfg.dropout
+        model, train_rows, ref_train, cfg.beta, cfg.batch_size, cfg.seed, pad, cfg.dropout, cfg.nll
     )
     started = time.perf_counter()
     return run_steps(

@@ -793,6 +793,7 @@ def _add_align_parser(commands: Any) -> None:
     _add_overwrite_flag(al)
     flags: list[tuple[str, Callable[[str], Any], str, str]] = [
         ("--beta", _float_at_least(0.0, strict=True), "B", "how strongly to hold to the reference"),
+        ("--nll", _float_at_least(0.0, strict=False), "A", "add A x the chosen answers' loss"),
         ("--steps", _nonnegative_int, "N", "optimiser steps in total, 0 = from --epochs"),
         ("--epochs", _float_at_least(0.0, strict=True), "E", "passes over the pairs"),
         ("--batch-size", _positive_int, "B", "pairs per step"),
