@@ -43,8 +43,9 @@ LAYERS = [
     ["generation.loop", "training.train"],
     ["generation.batching"],
     ["generation.streaming", "training.finetune"],
-    ["generation.tracing", "training.instructions"],
+    ["generation.tracing", "training.instructions", "training.align"],
     ["training.chat_data"],
+    ["training.preference_data"],
     ["cli"],
     [
         "__init__",
