@@ -602,6 +602,12 @@ def load_base(name: str | None, dtype: str) -> tuple[GPT, Tokenizer]:
 def count_steps(steps: int, epochs: float, n_train: int, batch_size: int) -> int:
     """A run's optimiser steps: ``steps``, or when it is 0, enough for ``epochs`` passes over
     ``n_train`` examples in batches of ``batch_size`` (at least one step)."""
+    checks.whole_number("steps", steps, 0)
+    checks.finite_number("epochs", epochs)
+    checks.whole_number("n_train", n_train, 1)
+    checks.whole_number("batch_size", batch_size, 1)
+    if steps == 0 and epochs == 0:
+        raise ValueError("epochs must be positive when steps is 0")
     return steps or max(1, math.ceil(epochs * n_train / batch_size))
 
 

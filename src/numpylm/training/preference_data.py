@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import checks
 from ..generation.batching import generate_batch
 from ..models.gpt2.model import GPT
 from ..tokens.tokenizer import Tokenizer
@@ -170,8 +171,10 @@ def make_preference_data(
     """
     if rejected not in ("own", "other"):
         raise ValueError(f"rejected must be 'own' or 'other', got {rejected!r}")
-    if not 0.0 <= held_out < 1.0:
-        raise ValueError(f"held_out must be in [0, 1), got {held_out!r}")
+    checks.in_range(
+        "held_out", checks.as_float("held_out", held_out), "in [0, 1)", 0 <= held_out < 1
+    )
+    checks.whole_number("seed", seed, 0)
     if model is None or tokenizer is None:
         from ..io.loading import load
 

@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -744,13 +744,17 @@ def run_steps(
     return TrainResult(out, step, losses, history)
 
 
-@contextmanager
-def data_parallel(threads: int) -> Iterator[ThreadPoolExecutor | None]:
+def data_parallel(threads: int) -> AbstractContextManager[ThreadPoolExecutor | None]:
     """A pool of ``threads`` worker threads for ``sharded_loss_and_grads`` (None for 1 thread,
     which leaves the parallelism to the BLAS library). While the pool lives, BLAS keeps to one
     thread per shard: two levels of threads on the same cores would make them wait for each
     other."""
-    if threads <= 1:
+    return _data_parallel(checks.whole_number("threads", threads, 1))
+
+
+@contextmanager
+def _data_parallel(threads: int) -> Iterator[ThreadPoolExecutor | None]:
+    if threads == 1:
         yield None
         return
     with ThreadPoolExecutor(threads) as pool, threadpool_limits(1, user_api="blas"):
