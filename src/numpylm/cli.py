@@ -316,12 +316,20 @@ def _add_chat_parser(commands: Any) -> None:
             "single questions). With --keep-turns the earlier questions and answers are put "
             "before the new one; when they and the answer would outgrow the model's context "
             "(256 tokens for the built-in models), the oldest turns are dropped, whole, until "
-            "they fit. Reads standard input when it is not a terminal."
+            "they fit. Reads standard input when it is not a terminal, and then prints each "
+            "question (after '> ') above its answer, as a transcript."
         ),
         epilog=_models_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_model_flag(chat, "the model (default here: chat); one with prompt_template.json")
+    chat.add_argument(
+        "--model",
+        "-m",
+        type=_path,
+        metavar="NAME_OR_DIR",
+        help="a fine-tuned model, one with prompt_template.json: the built-in chat model or a "
+        "model directory (default: chat)",
+    )
     chat.add_argument(
         "--max-new-tokens",
         "-n",
@@ -343,19 +351,27 @@ def _add_chat_parser(commands: Any) -> None:
 def _run_chat(args: argparse.Namespace) -> int:
     from .generation.streaming import stream
     from .generation.tracing import iter_trace, response_line
-    from .io.loading import load
-    from .training.finetune import TEMPLATE, format_example, format_prompt, load_template
+    from .io.loading import BUILTIN_MODELS, load
+    from .training.finetune import format_example, format_prompt, load_template
 
     name = "chat" if args.model is None else args.model
+    template = load_template(name)
+    if template is None:  # a base model would only continue the question as text
+        raise ValueError(
+            f"{name!r} has no prompt template (prompt_template.json): it was never taught to "
+            "answer, so chat with a fine-tuned model such as --model chat, or continue text "
+            f"with 'numpylm generate --model {name} TEXT'"
+        )
     model, tokenizer = load(name)
-    template = load_template(name) or TEMPLATE
     options = {"max_new_tokens": args.max_new_tokens, **_sampling(args)}
     interactive = _stdin("the questions").isatty()
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())
 
-        _out(f"numpylm chat with {name}: ask a question; Ctrl-D leaves.\n")
+        who = f"the built-in {name} model" if name in BUILTIN_MODELS else name
+        _out(f"numpylm chat, asking {who}: type a question; Ctrl-D leaves.\n")
     turns: list[str] = []  # the earlier turns, as text, with --keep-turns
+    line = 0  # the number of the line read, for messages about piped input
     while True:
         try:
             question = input("> " if interactive else "")
@@ -363,8 +379,13 @@ def _run_chat(args: argparse.Namespace) -> int:
             if interactive:
                 _out("\n")
             return 0
+        line += 1
         if not question.strip():
+            if not interactive:  # in a terminal the next "> " shows it; a pipe would not
+                _err(f"numpylm: input line {line} is blank: nothing asked")
             continue
+        if not interactive:  # a transcript: each question above its answer
+            _out(f"> {question}\n")
         prompt = format_prompt(question, template)
         if args.keep_turns:
             prompt = _fit_turns(turns, prompt, tokenizer, model.config.n_ctx - args.max_new_tokens)
