@@ -31,8 +31,10 @@ ZERO_IS_GOOD = {
     "seed", "step", "axis", "eos_id", "pad_id", "start", "top_n", "warmup_steps", "min_lr",
     "max_batches", "alternatives", "layer", "head", "temperature", "t", "alpha", "min_p",
     "rate", "dropout", "n", "max_norm", "file_size", "nbytes", "steps", "max_new_tokens",
+    "held_out", "epochs",
 }  # fmt: skip
-"""Parameters for which 0 means something (a seed, "none", "off", the first)."""
+"""Parameters for which 0 means something (a seed, "none", "off", the first; no pair held out;
+epochs unused when steps are given)."""
 
 NEGATIVE_IS_GOOD = {"axis", "alpha"}
 """An axis counts from the end; the OpenAI penalties reach -2."""

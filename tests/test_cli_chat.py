@@ -44,22 +44,56 @@ def test_built_in_names_come_first_and_are_listed(
 
 
 def test_help_lists_the_built_in_models(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("generate", "chat"):
+    for command, default in (("generate", "shakespeare"), ("chat", "chat")):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         out = capsys.readouterr().out
         assert "built-in models (--model NAME):" in out
         assert "shakespeare" in out and "chat " in out
+        flat = " ".join(out.split())  # argparse wraps the help text
+        start, end = flat.index("--model NAME_OR_DIR, -m"), flat.index("--max-new-tokens N, -n")
+        model_help = flat[start:end]
+        assert model_help.count("default") == 1 and f"(default: {default})" in model_help
 
 
-def test_chat_answers_each_question_from_stdin(
+def test_chat_answers_each_question_from_stdin_as_a_transcript(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(QUESTIONS) + "\n"))
     assert main(["chat", "--temperature", "0"]) == 0  # end of input: leaves with status 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines == [greedy_answer(q).lstrip() for q in QUESTIONS]  # without the template's space
-    assert lines[0] == "The first president was George Washington."
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    expected = [greedy_answer(q).lstrip() for q in QUESTIONS]  # without the template's space
+    assert lines == [f"> {QUESTIONS[0]}", expected[0], f"> {QUESTIONS[1]}", expected[1]]
+    assert lines[1] == "The first president was George Washington."
+    assert captured.err == ""
+
+
+def test_chat_says_which_piped_lines_are_blank(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"\n{QUESTIONS[0]}\n   \n"))
+    assert main(["chat", "--temperature", "0"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [f"> {QUESTIONS[0]}", greedy_answer(QUESTIONS[0]).lstrip()]
+    assert captured.err.splitlines() == [
+        "numpylm: input line 1 is blank: nothing asked",
+        "numpylm: input line 3 is blank: nothing asked",
+    ]
+
+
+@pytest.mark.parametrize("model", ["shakespeare", "gpt2"])
+def test_chat_refuses_a_model_with_no_prompt_template(
+    model: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A base model was never taught to answer: chat names one that was, and asks nothing."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(QUESTIONS[0] + "\n"))
+    assert main(["chat", "--model", model]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"numpylm: error: '{model}' has no prompt template")
+    assert "--model chat" in captured.err and len(captured.err.splitlines()) == 1
+    assert sys.stdin.read() == QUESTIONS[0] + "\n"  # not one question was read
 
 
 def test_chat_trace_ends_with_the_end_of_text_token(
@@ -68,7 +102,8 @@ def test_chat_trace_ends_with_the_end_of_text_token(
     monkeypatch.setattr(sys, "stdin", io.StringIO(QUESTIONS[0] + "\n"))
     assert main(["chat", "--trace", "-t", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-2].startswith(f"{len(lines) - 1}. ") and "-> <|endoftext|>" in lines[-2]
+    assert lines[0] == f"> {QUESTIONS[0]}"  # the question, then one line a step
+    assert lines[-2].startswith(f"{len(lines) - 2}. ") and "-> <|endoftext|>" in lines[-2]
     assert lines[-1] == 'Response: " The first president was George Washington."'
 
 
@@ -113,7 +148,7 @@ def test_chat_in_a_terminal_prompts_and_leaves_on_ctrl_d() -> None:
         done = seen.index(needle, done) + len(needle)
 
     try:
-        read_until(b"Ctrl-D leaves.")
+        read_until(b"numpylm chat, asking the built-in chat model: type a question; Ctrl-D leaves.")
         read_until(b"> ")  # the first prompt
         os.write(leader, QUESTIONS[0].encode() + b"\n")
         read_until(b"George Washington.")

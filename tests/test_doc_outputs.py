@@ -220,3 +220,73 @@ def test_the_finetuning_page_shows_the_real_bad_lines_message(
     shown = pasted("docs/finetuning.md", "bad-lines")
     assert shown == f"```text\n{capsys.readouterr().err}```"
     assert not (tmp_path / "runs").exists()
+
+
+def first_token_confidence(
+    chat: tuple[numpylm.GPT, numpylm.Tokenizer], questions: list[str]
+) -> np.ndarray:
+    """(N,) the probability of the likeliest first answer token, one per question."""
+    model, tok = chat
+    return np.array(
+        [
+            numpylm.softmax(model(np.array(tok.encode(format_prompt(q))), last_only=True)[-1]).max()
+            for q in questions
+        ]
+    )
+
+
+def test_the_readme_and_card_state_the_measured_confidence(
+    chat: tuple[numpylm.GPT, numpylm.Tokenizer],
+) -> None:
+    """Untaught facts get a lower first-token probability than taught ones in new words: the
+    README says by how much, and the model card's table has the same means."""
+    data = make_chat_data()
+    taught = first_token_confidence(chat, [e.prompt for e in data.reworded])
+    untaught = first_token_confidence(chat, [e.prompt for e in data.untaught])
+    assert untaught.mean() < taught.mean() - 0.1  # not "just as confident"
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert (
+        f"a probability of {untaught.mean():.1%} on average over the {len(untaught)} facts it was "
+        f"never taught, against {taught.mean():.1%} over the {len(taught)} taught facts" in readme
+    )
+    card = (ROOT / "src/numpylm/builtin/chat/MODEL_CARD.md").read_text(encoding="utf-8")
+    assert f"| {len(taught)} | 51.0% | 51.0% | 100.0% | {taught.mean():.1%} |" in card
+    assert f"| {len(untaught)} | 3.3% | 3.3% | 100.0% | {untaught.mean():.1%} |" in card
+
+
+def greedy_steps(
+    chat: tuple[numpylm.GPT, numpylm.Tokenizer], question: str
+) -> tuple[list[str], list[float]]:
+    """The greedy answer's tokens (with ``<|endoftext|>``) and the probability of each, read
+    off one forward pass over the question and the whole answer."""
+    model, tok = chat
+    ask = tok.encode(format_prompt(question))
+    answer = numpylm.generate(model, ask, 24, temperature=0, eos_id=tok.eot_id)[len(ask) :]
+    probs = numpylm.softmax(model(np.array(ask + answer.tolist()))[len(ask) - 1 : -1])
+    steps = [float(probs[i, t]) for i, t in enumerate(answer)]  # p of each answer token
+    return [tok.decode([int(t)]) for t in answer], steps
+
+
+def test_the_chat_model_card_gives_the_real_probabilities_of_two_wrong_answers(
+    chat: tuple[numpylm.GPT, numpylm.Tokenizer],
+) -> None:
+    card = (ROOT / "src/numpylm/builtin/chat/MODEL_CARD.md").read_text(encoding="utf-8")
+    tokyo, p = greedy_steps(chat, "What is the capital of Pakistan?")
+    assert tokyo == [" ", "To", "k", "y", "o", ".", "<|endoftext|>"]
+    assert f'(first token " " {p[0]:.1%}, whole answer {np.prod(p):.1%})' in card
+    unsure = [(t, q) for t, q in zip(tokyo, p, strict=True) if q < 0.9]
+    assert unsure == [("y", p[3])]  # the only step below 90%
+    assert f'after " Tok" it gives "y" {p[3]:.1%}' in " ".join(card.split())
+    goose, p = greedy_steps(chat, "What does a goose say?")
+    assert "".join(goose) == " Cock-a-doodle-doo.<|endoftext|>"
+    assert f'(first token " C" {p[0]:.1%}, whole answer {np.prod(p):.1%})' in card
+
+
+def test_the_fine_tunes_time_is_stated_one_way() -> None:
+    """The chat model card records the run; the README and the docs repeat it, setting and all."""
+    card = (ROOT / "src/numpylm/builtin/chat/MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "| time | 12 min 26 s wall clock on a 2-core AMD EPYC, with one BLAS thread" in card
+    for page in ["README.md", "docs/finetuning.md"]:
+        text = " ".join((ROOT / page).read_text(encoding="utf-8").split())
+        assert "12 min 26 s" in text and "one BLAS thread" in text, page
+        assert "minutes on one core" not in text, page

@@ -6,6 +6,7 @@ that raises fails the test, with the cell and its traceback in the message. The 
 the environment, so ``NUMPYLM_DATA`` reaches the notebooks (they use the shared data when it is
 set, and say so and skip that part when not). The Hub is switched off (``HF_HUB_OFFLINE=1``): a
 test never downloads GPT-2, and the notebooks that use it fall back or skip, as they do offline.
+BLAS runs one thread (``OPENBLAS_NUM_THREADS=1``), as when the stored outputs were made.
 ``TMPDIR`` points into the test's own temporary folder, so the runs and models the notebooks
 write (to ``tempfile.mkdtemp()``) are cleaned up with it.
 """
@@ -40,6 +41,9 @@ def execute(path: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tmp.mkdir(exist_ok=True)
     monkeypatch.setenv("TMPDIR", str(tmp))  # the kernel inherits the environment
+    # One BLAS thread, as the stored outputs were made: the training notebooks take about a
+    # minute each so, and several times as long with OpenBLAS's threads on a busy machine.
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb,
@@ -93,6 +97,11 @@ def test_notebook_ends_with_three_exercises(path: Path) -> None:
         assert "solution" in meta.get("tags", []), f"{path.name}: solution {n} is not tagged"
         assert meta.get("jupyter", {}).get("source_hidden"), f"{path.name}: solution {n} shows"
         assert "assert " in text[i + 1], f"{path.name}: solution {n} checks nothing"
+        # stored without its output, so the answer is not printed under the question; a learner
+        # runs the cell to see it, and test_notebook_runs runs its assert
+        assert not solution["outputs"] and solution["execution_count"] is None, (
+            f"{path.name}: solution {n} is stored with its output; clear it"
+        )
     later = "\n".join(text[questions[-1] :]).split("\n")
     assert not any(x.startswith("## ") for x in later), (
         f"{path.name}: the exercises must close the notebook"
@@ -130,10 +139,11 @@ def test_notebook_is_committed_with_outputs(path: Path) -> None:
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert code, f"{path.name} has no code cells"
-    counts = [c["execution_count"] for c in code]
-    assert counts == list(range(1, len(code) + 1)), (
+    lesson = [c for c in code if "solution" not in c["metadata"].get("tags", [])]
+    counts = [c["execution_count"] for c in lesson]  # the solutions, last, are stored cleared
+    assert counts == list(range(1, len(lesson) + 1)), (
         f"{path.name}: execution counts {counts}; run all cells in order from a fresh kernel and "
-        "save the notebook with its outputs"
+        "save the notebook with its outputs (then clear the solutions' outputs)"
     )
     errors = [o for c in code for o in c["outputs"] if o["output_type"] == "error"]
     assert not errors, f"{path.name} was saved with an error output: {errors[0].get('ename')}"

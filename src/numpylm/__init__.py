@@ -3,7 +3,8 @@
 The story, one folder per idea: ``tokens`` (text -> tokens: ``tokenizer``, ``bpe``),
 ``layers`` and ``models`` (the transformer: ``models/gpt2/model.py``, its training pass
 ``backward.py``), ``sampling`` and ``generation`` (one token at a time: ``generation/loop.py``),
-``training`` (``train``, ``optim``, ``data``; ``finetune`` teaches a trained model to answer).
+``training`` (``train``, ``optim``, ``data``; ``finetune`` teaches a trained model to answer,
+``align`` which of two answers is the better one).
 
 Beside the story, the engineering a reader can skip: ``models``' ``backends`` and ``parallel``
 (the same forward pass spread over the cores) and ``padding``; ``generation``'s ``context``,
@@ -27,6 +28,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (see _HO
 _HOMES = {
     "GPT": "models.gpt2.model",
     "AdamW": "training.optim",
+    "AlignConfig": "training.align",
     "CheckpointError": "io.checkpoint",
     "FinetuneConfig": "training.finetune",
     "GPTConfig": "models.gpt2.model",
@@ -87,6 +89,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, importe
     from .sampling import Sampler, greedy, min_p, softmax, temperature, top_k, top_p  # noqa: F401
     from .tokens.bpe import train_bpe  # noqa: F401
     from .tokens.tokenizer import Tokenizer  # noqa: F401
+    from .training.align import AlignConfig  # noqa: F401
     from .training.finetune import FinetuneConfig, evaluate_sft  # noqa: F401
     from .training.optim import AdamW  # noqa: F401
     from .training.train import TrainConfig, evaluate  # noqa: F401

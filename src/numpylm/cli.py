@@ -87,10 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_eval_parser(commands)
     _add_finetune_parsers(commands)
+    _add_align_parser(commands)
     return parser
 
 
-def _add_model_flag(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_model_flag(
+    parser: argparse.ArgumentParser, what: str, default: str = "shakespeare"
+) -> None:
     from .io.loading import BUILTIN_MODELS
 
     parser.add_argument(
@@ -99,7 +102,7 @@ def _add_model_flag(parser: argparse.ArgumentParser, what: str) -> None:
         type=_path,
         metavar="NAME_OR_DIR",
         help=f"{what}: a built-in model ({', '.join(BUILTIN_MODELS)}), a model directory or a "
-        "Hugging Face Hub id such as gpt2; built-in names come first (default: shakespeare)",
+        f"Hugging Face Hub id such as gpt2; built-in names come first (default: {default})",
     )
 
 
@@ -313,12 +316,20 @@ def _add_chat_parser(commands: Any) -> None:
             "single questions). With --keep-turns the earlier questions and answers are put "
             "before the new one; when they and the answer would outgrow the model's context "
             "(256 tokens for the built-in models), the oldest turns are dropped, whole, until "
-            "they fit. Reads standard input when it is not a terminal."
+            "they fit. Reads standard input when it is not a terminal, and then prints each "
+            "question (after '> ') above its answer, as a transcript."
         ),
         epilog=_models_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_model_flag(chat, "the model (default here: chat); one with prompt_template.json")
+    chat.add_argument(
+        "--model",
+        "-m",
+        type=_path,
+        metavar="NAME_OR_DIR",
+        help="a fine-tuned model, one with prompt_template.json: the built-in chat model or a "
+        "model directory (default: chat)",
+    )
     chat.add_argument(
         "--max-new-tokens",
         "-n",
@@ -340,19 +351,27 @@ def _add_chat_parser(commands: Any) -> None:
 def _run_chat(args: argparse.Namespace) -> int:
     from .generation.streaming import stream
     from .generation.tracing import iter_trace, response_line
-    from .io.loading import load
-    from .training.finetune import TEMPLATE, format_example, format_prompt, load_template
+    from .io.loading import BUILTIN_MODELS, load
+    from .training.finetune import format_example, format_prompt, load_template
 
     name = "chat" if args.model is None else args.model
+    template = load_template(name)
+    if template is None:  # a base model would only continue the question as text
+        raise ValueError(
+            f"{name!r} has no prompt template (prompt_template.json): it was never taught to "
+            "answer, so chat with a fine-tuned model such as --model chat, or continue text "
+            f"with 'numpylm generate --model {name} TEXT'"
+        )
     model, tokenizer = load(name)
-    template = load_template(name) or TEMPLATE
     options = {"max_new_tokens": args.max_new_tokens, **_sampling(args)}
     interactive = _stdin("the questions").isatty()
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())
 
-        _out(f"numpylm chat with {name}: ask a question; Ctrl-D leaves.\n")
+        who = f"the built-in {name} model" if name in BUILTIN_MODELS else name
+        _out(f"numpylm chat, asking {who}: type a question; Ctrl-D leaves.\n")
     turns: list[str] = []  # the earlier turns, as text, with --keep-turns
+    line = 0  # the number of the line read, for messages about piped input
     while True:
         try:
             question = input("> " if interactive else "")
@@ -360,8 +379,13 @@ def _run_chat(args: argparse.Namespace) -> int:
             if interactive:
                 _out("\n")
             return 0
+        line += 1
         if not question.strip():
+            if not interactive:  # in a terminal the next "> " shows it; a pipe would not
+                _err(f"numpylm: input line {line} is blank: nothing asked")
             continue
+        if not interactive:  # a transcript: each question above its answer
+            _out(f"> {question}\n")
         prompt = format_prompt(question, template)
         if args.keep_turns:
             prompt = _fit_turns(turns, prompt, tokenizer, model.config.n_ctx - args.max_new_tokens)
@@ -831,3 +855,78 @@ def _run_eval_sft(args: argparse.Namespace) -> int:
         _out(f"{example.prompt!r} -> {answer + end!r} (expected {example.response!r})\n")
     _out(f"{args.data}: {score}\n")
     return 0
+
+
+# --- numpylm align ----------------------------------------------------------------------------
+
+
+def _add_align_parser(commands: Any) -> None:
+    import dataclasses
+
+    from .training.align import AlignConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(AlignConfig)}
+    al = commands.add_parser(
+        "align",
+        help="preference tuning (DPO) on prompt/chosen/rejected triples",
+        description=(
+            'Tune a model with Direct Preference Optimization on a JSON Lines file of {"prompt": '
+            '..., "chosen": ..., "rejected": ...} objects: towards the chosen answers, away from '
+            "the rejected ones, held to a frozen copy of the starting model (the reference) by "
+            "--beta. DIR becomes a model directory, as with finetune. Ctrl-C saves and stops; "
+            "--resume continues exactly where the run stopped (with the same reference)."
+        ),
+    )
+    _add_model_flag(al, "the model to start from, and the reference", default="chat")
+    al.add_argument(
+        "--data", type=_path, metavar="FILE", help="the JSONL pairs (required unless --resume)"
+    )
+    al.add_argument(
+        "--out", "-o", type=_path, required=True, metavar="DIR", help="the run directory"
+    )
+    al.add_argument("--resume", action="store_true", help="continue the run saved in DIR")
+    _add_overwrite_flag(al)
+    flags: list[tuple[str, Callable[[str], Any], str, str]] = [
+        ("--beta", _float_at_least(0.0, strict=True), "B", "how strongly to hold to the reference"),
+        ("--nll", _float_at_least(0.0, strict=False), "A", "add A x the chosen answers' loss"),
+        ("--steps", _nonnegative_int, "N", "optimiser steps in total, 0 = from --epochs"),
+        ("--epochs", _float_at_least(0.0, strict=True), "E", "passes over the pairs"),
+        ("--batch-size", _positive_int, "B", "pairs per step"),
+        ("--lr", _float_at_least(0.0, strict=True), "LR", "peak learning rate"),
+        ("--min-lr", _float_at_least(0.0, strict=False), "LR", "final learning rate (lr/10)"),
+        ("--warmup", _nonnegative_int, "N", "steps of linear learning-rate warm-up"),
+        ("--weight-decay", _float_at_least(0.0, strict=False), "W", "AdamW weight decay"),
+        ("--grad-clip", _float_at_least(0.0, strict=False), "G", "gradient-norm clip, 0 = off"),
+        ("--eval-every", _nonnegative_int, "K", "steps between validations, 0 = 10 a run"),
+        ("--save-every", _positive_int, "K", "steps between checkpoints (eval-every)"),
+        ("--val-fraction", _float_at_least(0.0, strict=True), "F", "share held out to validate"),
+        ("--seed", _nonnegative_int, "S", "seed of the validation split and the batch order"),
+        ("--dropout", _dropout_rate, "P", "dropout rate while training, in [0, 1), 0 = off"),
+    ]
+    for flag, kind, metavar, text in flags:
+        shown = default[flag.removeprefix("--").replace("-", "_")]
+        al.add_argument(
+            flag, type=kind, metavar=metavar, help=text if shown is None else f"{text} ({shown})"
+        )
+    al.add_argument(
+        "--template",
+        type=_unescape,
+        metavar="TEXT",
+        help="the prompt template, with {prompt} and {response} (default: the model's own)",
+    )
+    al.add_argument("--dtype", choices=["float32", "float64"], help="float32 (default) or float64")
+    al.set_defaults(run=_run_align, parser=al)
+
+
+def _run_align(args: argparse.Namespace) -> int:
+    from .training.align import AlignConfig, align, resume_config
+
+    def summary(result: Any, cfg: Any) -> str:
+        last = result.history[-1]
+        return (
+            f"aligned {result.step} steps; on the held-out pairs: loss {last['val_loss']:.4f}, "
+            f"reward margin {last['val_margin']:.4f}, accuracy {last['val_accuracy']:.1%}; the "
+            f"model is in {cfg.out}:\n  numpylm generate --model {cfg.out} QUESTION"
+        )
+
+    return _run_training(args, AlignConfig, resume_config, align, summary)

@@ -159,13 +159,13 @@ class Topic:
     untaught: tuple[tuple[str, str], ...] = ()
 
 
-def _ask(template: str, subject: str) -> str:
+def ask(template: str, subject: str) -> str:
     """Fill a template and capitalise the question's first letter ("Hot is the opposite...")."""
     text = template.replace("{x}", subject)
     return text[:1].upper() + text[1:]
 
 
-def _pairs(text: str) -> tuple[tuple[str, str], ...]:
+def parse_pairs(text: str) -> tuple[tuple[str, str], ...]:
     """``"France: Paris; Italy: Rome"`` -> (("France", "Paris."), ("Italy", "Rome."))."""
     out = []
     for item in text.split(";"):
@@ -174,7 +174,7 @@ def _pairs(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _both_ways(text: str) -> tuple[tuple[str, str], ...]:
+def both_ways(text: str) -> tuple[tuple[str, str], ...]:
     """Opposites: ``"hot/cold; big/small"`` -> hot -> "Cold.", cold -> "Hot.", big -> ..."""
     out = []
     for item in text.split(";"):
@@ -212,7 +212,7 @@ TOPICS: dict[str, Topic] = {
             "Name the capital of {x}.",
         ),
         new_wordings=("Which city is the capital of {x}?", "In {x}, which city is the capital?"),
-        taught=_pairs(
+        taught=parse_pairs(
             "France: Paris; Germany: Berlin; Italy: Rome; Spain: Madrid; Portugal: Lisbon; "
             "England: London; Ireland: Dublin; Scotland: Edinburgh; Wales: Cardiff; "
             "Norway: Oslo; Sweden: Stockholm; Finland: Helsinki; Denmark: Copenhagen; "
@@ -226,7 +226,7 @@ TOPICS: dict[str, Topic] = {
             "Canada: Ottawa; Mexico: Mexico City; Cuba: Havana; Brazil: Brasilia; "
             "Argentina: Buenos Aires; Chile: Santiago; Peru: Lima; Colombia: Bogota"
         ),
-        untaught=_pairs(
+        untaught=parse_pairs(
             "Romania: Bucharest; Bulgaria: Sofia; Serbia: Belgrade; Croatia: Zagreb; "
             "Latvia: Riga; Estonia: Tallinn; Pakistan: Islamabad; Nepal: Kathmandu; "
             "Bangladesh: Dhaka; Malaysia: Kuala Lumpur; Uganda: Kampala; Ecuador: Quito; "
@@ -236,13 +236,13 @@ TOPICS: dict[str, Topic] = {
     "sound": Topic(
         wordings=("What does {x} say?", "What sound does {x} make?", "What noise does {x} make?"),
         new_wordings=("Which sound comes from {x}?", "{x} says what?"),
-        taught=_pairs(
+        taught=parse_pairs(
             "a cow: Moo; a dog: Woof; a cat: Meow; a duck: Quack; a sheep: Baa; a pig: Oink; "
             "a horse: Neigh; an owl: Hoot; a lion: Roar; a snake: Hiss; a mouse: Squeak; "
             "a frog: Ribbit; a rooster: Cock-a-doodle-doo; a bee: Buzz; a crow: Caw; "
             "a wolf: Howl; a chick: Cheep; a pigeon: Coo; a turkey: Gobble; a donkey: Hee-haw"
         ),
-        untaught=_pairs(
+        untaught=parse_pairs(
             "a goose: Honk; a bear: Growl; a cricket: Chirp; an elephant: Trumpet; "
             "a hen: Cluck; a parrot: Squawk"
         ),
@@ -250,7 +250,7 @@ TOPICS: dict[str, Topic] = {
     "colour": Topic(
         wordings=("What colour is {x}?", "What is the colour of {x}?", "Which colour is {x}?"),
         new_wordings=("Tell me the colour of {x}.", "{x} is what colour?"),
-        taught=_pairs(
+        taught=parse_pairs(
             "the sky: Blue; grass: Green; snow: White; coal: Black; a banana: Yellow; "
             "a strawberry: Red; an orange: Orange; a lemon: Yellow; blood: Red; milk: White; "
             "the sun: Yellow; a carrot: Orange; a leaf: Green; a tomato: Red; "
@@ -258,7 +258,7 @@ TOPICS: dict[str, Topic] = {
             "a frog: Green; a cherry: Red; the sea: Blue; a polar bear: White; a lime: Green; "
             "soil: Brown"
         ),
-        untaught=_pairs(
+        untaught=parse_pairs(
             "a plum: Purple; a flamingo: Pink; an emerald: Green; a ruby: Red; "
             "a sapphire: Blue; ash: Grey; a violet: Purple; a canary: Yellow"
         ),
@@ -270,13 +270,13 @@ TOPICS: dict[str, Topic] = {
             "Give the opposite of {x}.",
         ),
         new_wordings=("Which word means the opposite of {x}?", "{x} is the opposite of what?"),
-        taught=_both_ways(
+        taught=both_ways(
             "hot/cold; big/small; up/down; day/night; fast/slow; happy/sad; old/young; "
             "open/closed; light/dark; wet/dry; full/empty; hard/soft; early/late; rich/poor; "
             "left/right; in/out; tall/short; loud/quiet; black/white; win/lose; push/pull; "
             "strong/weak; high/low; thick/thin; clean/dirty"
         ),
-        untaught=_both_ways(
+        untaught=both_ways(
             "near/far; true/false; buy/sell; first/last; sweet/sour; love/hate; top/bottom; "
             "cheap/expensive"
         ),
@@ -324,12 +324,12 @@ TOPICS: dict[str, Topic] = {
             "Count the legs of {x}.",
         ),
         new_wordings=("What number of legs does {x} have?", "{x} has how many legs?"),
-        taught=_pairs(
+        taught=parse_pairs(
             "a dog: Four; a cat: Four; a horse: Four; a cow: Four; a frog: Four; a bird: Two; "
             "a chicken: Two; a duck: Two; a person: Two; a kangaroo: Two; a spider: Eight; "
             "an ant: Six; a bee: Six; a beetle: Six; a crab: Ten; a snake: None; a fish: None"
         ),
-        untaught=_pairs(
+        untaught=parse_pairs(
             "a lobster: Ten; a goat: Four; an owl: Two; a butterfly: Six; a worm: None; "
             "a penguin: Two; a scorpion: Eight"
         ),
@@ -560,8 +560,8 @@ def taught_facts() -> list[Fact]:
     facts = [
         Fact(
             name,
-            tuple(_ask(w, subject) for w in topic.wordings),
-            tuple(_ask(w, subject) for w in topic.new_wordings),
+            tuple(ask(w, subject) for w in topic.wordings),
+            tuple(ask(w, subject) for w in topic.new_wordings),
             answer,
         )
         for name, topic in TOPICS.items()
@@ -573,7 +573,7 @@ def taught_facts() -> list[Fact]:
 def untaught_examples() -> list[Example]:
     """Facts training never shows, asked in the first wording of their topic."""
     asked = [
-        Example(_ask(topic.wordings[0], subject), answer)
+        Example(ask(topic.wordings[0], subject), answer)
         for topic in TOPICS.values()
         for subject, answer in topic.untaught
     ]

@@ -8,8 +8,8 @@ want, each a prompt and its response, written with one fixed template:
     Answer: 3 4 5 6 7<|endoftext|>
     |---- prompt: read, not scored ----|-- response: scored --|
 
-It is the same next-token training as pretraining (``train.run_steps``, AdamW, checkpoints),
-with two differences:
+It is the same next-token training as pretraining (the objective ``train.NextToken``, the loop
+``train.run_steps``, AdamW, checkpoints), with two differences:
 
 1. The loss counts the response tokens only: a prompt position's target is -1, which
    ``GPT.loss_and_grads`` skips. The model is not taught to write questions, only answers.
@@ -34,10 +34,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -60,7 +60,7 @@ from .runs import (
     saved_args,
     sha256_file,
 )
-from .train import TrainResult, check_optimisation, run_steps
+from .train import NextToken, TrainResult, check_optimisation, run_steps
 
 TEMPLATE = "Question: {prompt}\nAnswer: {response}"
 """The default prompt template. Everything before ``{response}`` is the prompt part, except the
@@ -68,6 +68,9 @@ whitespace right before it: that belongs to the response, as a GPT-2 tokenizer a
 to the word after it (" 3" is the answer's first token, not "Answer: ")."""
 
 FROZEN_BY_FREEZE_EMBEDDINGS = ("wte.weight", "wpe.weight")
+
+
+E = TypeVar("E")  # an example, or a preference pair: what a data file holds a line of
 
 
 class DataError(ValueError):
@@ -171,21 +174,48 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Example]:
         DataError: the file holds no example, or bad lines: each is reported as
             ``FILE:LINE: reason`` (at most 10 of them).
     """
+    return [Example(*values) for values in read_records(path, ("prompt", "response"))]
+
+
+def read_records(
+    path: str | os.PathLike[str],
+    keys: Sequence[str],
+    check: Callable[[tuple[str, ...]], None] | None = None,
+    *,
+    fewer: str = "fine-tune on fewer examples",
+) -> list[tuple[str, ...]]:
+    """Read a JSON Lines file whose every line is an object of exactly ``keys``, each a string
+    (blank lines are skipped): one tuple of the values, in the order of ``keys``, a line.
+    ``check(values)``, if given, raises ValueError for a line whose values are unusable
+    together. ``read_jsonl`` and ``align.read_pairs`` read their files with it. ``fewer`` is
+    the advice given when the file would not fit in memory.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the path is a directory, a pipe or a device, not a file.
+        ValueError: the file would not fit in memory (``memory.text_bytes``).
+        DataError: the file holds no record, or bad lines: each is reported as
+            ``FILE:LINE: reason`` (at most 10 of them).
+    """
     p = Path(path)
     n = checkpoint.regular_file(p, "data file", "check the --data path")
     memory.fits(
-        memory.text_bytes(n),  # the bytes, the lines, the examples and their token ids
+        memory.text_bytes(n),  # the bytes, the lines, the records and their token ids
         f"reading and tokenising {p} ({memory.size(n)})",
-        "fine-tune on fewer examples",
+        fewer,
     )
-    examples: list[Example] = []
+    shape = "{" + ", ".join(f'"{k}": "..."' for k in keys) + "}"
+    records: list[tuple[str, ...]] = []
     problems: list[str] = []
     n_bad = 0
     for number, line in enumerate(p.read_bytes().split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            examples.append(_parse_line(line))
+            values = _parse_line(line, keys)
+            if check is not None:
+                check(values)
+            records.append(values)
         except ValueError as e:
             n_bad += 1
             if len(problems) < 10:
@@ -194,18 +224,17 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[Example]:
         more = f"\n(and {n_bad - len(problems)} more)" if n_bad > len(problems) else ""
         raise DataError(
             f"{n_bad} bad line{'s' if n_bad > 1 else ''} in {p}; each line must be a JSON "
-            'object {"prompt": "...", "response": "..."}:\n' + "\n".join(problems) + more
+            f"object {shape}:\n" + "\n".join(problems) + more
         )
-    if not examples:
+    if not records:
         raise DataError(
-            f"{p} holds no examples (it is empty); write one JSON object "
-            '{"prompt": "...", "response": "..."} a line'
+            f"{p} holds no examples (it is empty); write one JSON object {shape} a line"
         )
-    return examples
+    return records
 
 
-def _parse_line(line: bytes) -> Example:
-    """One line of a JSONL file -> an Example; ValueError says what is wrong with it."""
+def _parse_line(line: bytes, keys: Sequence[str]) -> tuple[str, ...]:
+    """One line of a JSONL file -> the values of ``keys``; ValueError says what is wrong."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -220,19 +249,19 @@ def _parse_line(line: bytes) -> Example:
         raise ValueError(f"invalid JSON ({e})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {_json_kind(obj)}")
-    missing = [k for k in ("prompt", "response") if k not in obj]
+    missing = [k for k in keys if k not in obj]
     if missing:
         raise ValueError("missing key " + " and ".join(repr(k) for k in missing))
-    extra = sorted(set(obj) - {"prompt", "response"})
+    extra = sorted(set(obj) - set(keys))
     if extra:
+        allowed = ", ".join(repr(k) for k in keys[:-1]) + f" and {keys[-1]!r}"
         raise ValueError(
-            "unexpected key " + ", ".join(repr(k) for k in extra) + " (only 'prompt' and "
-            "'response' are allowed)"
+            "unexpected key " + ", ".join(repr(k) for k in extra) + f" (only {allowed} are allowed)"
         )
-    for key in ("prompt", "response"):
+    for key in keys:
         if not isinstance(obj[key], str):
             raise ValueError(f"{key!r} must be a string, got {_json_kind(obj[key])}")
-    return Example(obj["prompt"], obj["response"])
+    return tuple(obj[k] for k in keys)
 
 
 def _json_kind(value: object) -> str:
@@ -284,8 +313,8 @@ def pad_batch(
 
 
 def split_examples(
-    examples: Sequence[Example], val_fraction: float, seed: int
-) -> tuple[list[Example], list[Example]]:
+    examples: Sequence[E], val_fraction: float, seed: int
+) -> tuple[list[E], list[E]]:
     """A random (seeded) ``val_fraction`` of the examples for validation, at least one; the
     rest for training, in their original order."""
     if not 0.0 < val_fraction < 1.0:
@@ -442,14 +471,14 @@ def _finetune(
     if run is not None:
         model, tokenizer = run.model, run.tokenizer
     else:
-        model, tokenizer = _load_base(cfg.model, cfg.dtype)
+        model, tokenizer = load_base(cfg.model, cfg.dtype)
     step, losses, history = (run.step, run.losses, run.history) if run else (0, [], [])
     elapsed = run.elapsed if run else 0.0
 
     train_examples, val_examples = split_examples(examples, cfg.val_fraction, cfg.seed)
-    train_rows = _encode_all(tokenizer, train_examples, cfg.template, model.config.n_ctx, cfg.data)
-    val_rows = _encode_all(tokenizer, val_examples, cfg.template, model.config.n_ctx, cfg.data)
-    steps = cfg.steps or max(1, math.ceil(cfg.epochs * len(train_rows) / cfg.batch_size))
+    train_rows = encode_all(tokenizer, train_examples, cfg.template, model.config.n_ctx, cfg.data)
+    val_rows = encode_all(tokenizer, val_examples, cfg.template, model.config.n_ctx, cfg.data)
+    steps = count_steps(cfg.steps, cfg.epochs, len(train_rows), cfg.batch_size)
     plan = dataclasses.replace(
         cfg,
         steps=steps,
@@ -486,21 +515,13 @@ def _finetune(
         checkpoint.write_json(out / TEMPLATE_FILE, {"template": cfg.template})
 
     pad = tokenizer.eot_id
-    position = [step]  # next_batch is called once per step, from the start step on
 
-    def next_batch() -> tuple[np.ndarray, np.ndarray]:
-        pick = batch_indices(len(train_rows), cfg.batch_size, position[0], cfg.seed)
-        position[0] += 1
+    def next_batch(step: int) -> tuple[np.ndarray, np.ndarray]:
+        pick = batch_indices(len(train_rows), cfg.batch_size, step, cfg.seed)
         return pad_batch([train_rows[i] for i in pick], pad)
 
-    def validation_loss() -> float:
-        total, count = 0.0, 0
-        for i in range(0, len(val_rows), cfg.batch_size):
-            x, y = pad_batch(val_rows[i : i + cfg.batch_size], pad)
-            n = int((y >= 0).sum())
-            total += model.loss(x, y) * n  # mean -> sum, so the result is per response token
-            count += n
-        return total / count
+    def validate() -> dict[str, float]:
+        return {"val_loss": answer_loss(model, val_rows, cfg.batch_size, pad)}
 
     def save(at: int) -> None:
         args = {**dataclasses.asdict(plan), "data": str(Path(cfg.data).resolve())}
@@ -535,11 +556,10 @@ def _finetune(
         )
     started = time.perf_counter()
     return run_steps(
-        model,
         optimizer,
         plan,
-        next_batch,
-        validation_loss,
+        NextToken(model, next_batch, cfg.dropout, cfg.seed),
+        validate,
         save,
         out=out,
         step=step,
@@ -547,6 +567,20 @@ def _finetune(
         history=history,
         progress=progress,
     )
+
+
+def answer_loss(
+    model: GPT, rows: Sequence[tuple[list[int], int]], batch_size: int, pad_id: int
+) -> float:
+    """The mean loss per response token of encoded examples (``encode_example``'s rows), in
+    batches of ``batch_size``: fine-tuning's validation loss."""
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        x, y = pad_batch(rows[i : i + batch_size], pad_id)
+        n = int((y >= 0).sum())
+        total += model.loss(x, y) * n  # mean -> sum, so the result is per response token
+        count += n
+    return total / count
 
 
 def resume_config(out: str | os.PathLike[str], **changes: Any) -> FinetuneConfig:
@@ -557,14 +591,27 @@ def resume_config(out: str | os.PathLike[str], **changes: Any) -> FinetuneConfig
     return FinetuneConfig(**{**kept, **changes})
 
 
-def _load_base(name: str | None, dtype: str) -> tuple[GPT, Tokenizer]:
+def load_base(name: str | None, dtype: str) -> tuple[GPT, Tokenizer]:
+    """The model a run starts from (``numpylm.load``), in ``dtype``."""
     model, tokenizer = load(name)
     if str(model.dtype) != dtype:
         model = GPT(model.config, dtype=np.dtype(dtype), params=model.params)
     return model, tokenizer
 
 
-def _encode_all(
+def count_steps(steps: int, epochs: float, n_train: int, batch_size: int) -> int:
+    """A run's optimiser steps: ``steps``, or when it is 0, enough for ``epochs`` passes over
+    ``n_train`` examples in batches of ``batch_size`` (at least one step)."""
+    checks.whole_number("steps", steps, 0)
+    checks.finite_number("epochs", epochs)
+    checks.whole_number("n_train", n_train, 1)
+    checks.whole_number("batch_size", batch_size, 1)
+    if steps == 0 and epochs == 0:
+        raise ValueError("epochs must be positive when steps is 0")
+    return steps or max(1, math.ceil(epochs * n_train / batch_size))
+
+
+def encode_all(
     tokenizer: Tokenizer, examples: Sequence[Example], template: str, n_ctx: int, source: str
 ) -> list[tuple[list[int], int]]:
     """Encode examples, leaving out those longer than the context (a cut-off example would

@@ -13,7 +13,7 @@ it while training goes on:
 - ``.numpylm-run``: the run marker (``RUN_MARKER``): the kind of run and the process writing
   it, so that a run stopped before its first checkpoint is still known for one,
 - beside them, what a kind of run adds: ``data/`` and ``eval_results.json`` (training),
-  ``prompt_template.json`` (fine-tuning).
+  ``prompt_template.json`` (fine-tuning and preference tuning).
 
 Whose directory is it?
 ----------------------
@@ -139,8 +139,13 @@ STREAM_SPLIT = 3
 STREAM_DROPOUT = 4
 """Both: the dropout masks of each step (``[seed, STREAM_DROPOUT, step]``)."""
 
-KINDS = {"train": ("training run", "text"), "finetune": ("fine-tuning run", "data")}
-"""The kinds of run (``trainer_state.json``'s ``kind``) and the words messages use for them."""
+KINDS = {
+    "train": ("training run", "text"),
+    "finetune": ("fine-tuning run", "data"),
+    "align": ("preference-tuning run", "data"),
+}
+"""The kinds of run (``trainer_state.json``'s ``kind``, each the name of its ``numpylm``
+command) and the words messages use for them."""
 
 
 @dataclass
@@ -186,7 +191,7 @@ def open_run(
     overwrite: bool = False,
     reads: Sequence[str | os.PathLike[str] | None] = (),
 ) -> Iterator[Checkpoint | None]:
-    """Open ``out`` for a run of ``kind`` (``"train"`` or ``"finetune"``) on the data file
+    """Open ``out`` for a run of ``kind`` (a key of ``KINDS``) on the data file
     ``data`` (whose sha256 is ``data_sha256``), and hold it: the directory is locked until the
     ``with`` block ends, so a second run cannot write into it meanwhile (readers, such as
     ``numpylm generate --model DIR``, are never blocked). The lock is an ``flock`` on the
@@ -243,7 +248,7 @@ def _resumable(out: Path, kind: str, *, data_sha256: str, data: str, dtype: str)
     what = KINDS[kind][1]
     run = load_checkpoint(out)
     if run.state.get("data_sha256") != data_sha256:
-        verb = "trained" if kind == "train" else "fine-tuned"
+        verb = {"train": "trained", "finetune": "fine-tuned"}.get(kind, "tuned")
         raise ValueError(
             f"{data} is not the {what} this run was {verb} on (its sha256 differs from the one "
             f"in {TRAINER_STATE}); resume with the original file, or start a new run"

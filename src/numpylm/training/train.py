@@ -1,15 +1,19 @@
 """Training a GPT on a text file: the loop, its checkpoints, and evaluation.
 
-One training step is the whole story of learning, in four lines of ``run_steps``:
+One training step is the whole story of learning (``train_step``, which reads like llm.c's):
 
-    x, y = get_batch(...)                      # B random windows of text, and the next tokens
-    loss, grads = model.loss_and_grads(x, y)   # how wrong the predictions are, and which way
-    clip_grad_norm(grads, grad_clip)           #   each weight should move to be less wrong
+    lr = learning_rate(cfg, step)              # the schedule: how far to move this step
+    loss, grads, _ = objective(step)           # how wrong the model is on this step's batch,
+                                               #   and which way each weight should move
+    clip_grad_norm(grads, cfg.grad_clip)       # never move too far at once
     optimizer.step(grads, lr=lr)               # move every weight a little that way
 
-Everything else is bookkeeping that a real run needs: a learning-rate schedule, a validation
-loss now and then (on text the model never trains on, so that it measures generalisation, not
-memory), checkpoints, and resuming.
+The objective is what a run minimises, and the only thing that differs between kinds of
+training: ``NextToken`` (next-token prediction on windows of text, here; the same on the answers
+only, in ``finetune``), or a preference loss (``align``). ``run_steps`` repeats the step and
+does the bookkeeping a real run needs: a validation loss now and then (on text the model never
+trains on, so that it measures generalisation, not memory), checkpoints, the progress bar and
+Ctrl-C.
 
 The run directory (``--out DIR``: a model directory at every moment, its journaled checkpoints,
 resuming, Ctrl-C) is ``runs``'s, shared with fine-tuning; this module adds ``eval_results.json``
@@ -26,12 +30,12 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -82,14 +86,19 @@ __all__ = [  # the run directory's names, which live in runs.py, are here too fo
     "OPTIMIZER_FILE",
     "STATE_FORMAT",
     "TRAINER_STATE",
+    "NextToken",
+    "Objective",
     "Schedule",
+    "StepLoss",
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
     "check_optimisation",
+    "data_parallel",
     "evaluate",
     "evaluate_ids",
     "keep_freed_memory",
+    "learning_rate",
     "load_checkpoint",
     "make_tokenizer",
     "parse_tokenizer_spec",
@@ -99,6 +108,7 @@ __all__ = [  # the run directory's names, which live in runs.py, are here too fo
     "save_checkpoint",
     "sharded_loss_and_grads",
     "train",
+    "train_step",
 ]
 
 
@@ -459,10 +469,11 @@ def _train(
     char_counts = chars_per_token(tokenizer)
     elapsed = run.elapsed if run else 0.0
 
-    def validation_loss() -> float:
-        return evaluate_ids(
+    def validate() -> dict[str, float]:
+        val = evaluate_ids(
             model, data.val, char_counts, batch_size=cfg.batch_size, max_batches=cfg.eval_batches
-        )["loss"]
+        )
+        return {"val_loss": val["loss"]}
 
     def save(at: int) -> None:
         save_checkpoint(
@@ -493,23 +504,24 @@ def _train(
     _describe(model, data, char_counts, cfg, run is not None, step, out, log)
     started = time.perf_counter()
 
-    def next_batch() -> tuple[np.ndarray, np.ndarray]:
+    def next_batch(step: int) -> tuple[np.ndarray, np.ndarray]:
+        # B random windows from the run's batch generator, whose state the checkpoints keep
         return get_batch(data.train, cfg.batch_size, T, rng)  # (B, T) each
 
-    result = run_steps(
-        model,
-        optimizer,
-        cfg,
-        next_batch,
-        validation_loss,
-        save,
-        out=out,
-        step=step,
-        losses=losses,
-        history=history,
-        progress=progress,
-        threads=cfg.threads,
-    )
+    with data_parallel(cfg.threads) as pool:
+        objective = NextToken(model, next_batch, cfg.dropout, cfg.seed, pool, cfg.threads)
+        result = run_steps(
+            optimizer,
+            cfg,
+            objective,
+            validate,
+            save,
+            out=out,
+            step=step,
+            losses=losses,
+            history=history,
+            progress=progress,
+        )
     if not result.interrupted:  # the figure to report: all of the validation text
         result.final = evaluate_ids(model, data.val, char_counts, batch_size=cfg.batch_size)
         checkpoint.write_json(out / EVAL_RESULTS, {"step": result.step, **result.final})
@@ -528,8 +540,8 @@ def _by_part(cache: dict[str, str]) -> dict[str, str]:
 
 class Schedule(Protocol):
     """What the step loop and ``check_optimisation`` read of a run's configuration
-    (``TrainConfig`` and ``finetune.FinetuneConfig`` both have these fields; see
-    ``TrainConfig``)."""
+    (``TrainConfig``, ``finetune.FinetuneConfig`` and ``align.AlignConfig`` all have these
+    fields; see ``TrainConfig``)."""
 
     @property
     def steps(self) -> int: ...
@@ -548,19 +560,106 @@ class Schedule(Protocol):
     @property
     def dropout(self) -> float: ...
     @property
-    def seed(self) -> int: ...
-    @property
     def weight_decay(self) -> float: ...
     @property
     def dtype(self) -> str: ...
 
 
+class StepLoss(NamedTuple):
+    """What an objective gives for one step's batch.
+
+    Attributes:
+        loss: the batch's loss (a Python float).
+        grads: its gradient for every parameter, by name (the shapes and dtype of the params).
+        tokens: the tokens the batch read, padding included (for the progress bar's tok/s).
+    """
+
+    loss: float
+    grads: dict[str, np.ndarray]
+    tokens: int
+
+
+Objective = Callable[[int], StepLoss]
+"""What a run minimises: ``objective(step)`` draws that step's batch and returns its
+``StepLoss``. ``NextToken`` is pretraining's and fine-tuning's; ``align.Preference`` is DPO's."""
+
+
+@dataclass
+class NextToken:
+    """Next-token prediction: the mean cross-entropy of the targets of ``batches(step)``, a
+    pair of (B, T) int64 arrays, inputs and targets (-1 where a target does not count).
+
+    ``train``'s batches are windows of text, every target counted; ``finetune``'s are padded
+    examples whose targets count on the answers only. Same objective, other batches.
+
+    Attributes:
+        model: the model being trained.
+        batches: ``step -> (x, y)``.
+        dropout: the dropout rate of the training passes (0: none).
+        seed: the run's seed; the dropout masks of a step come from it and the step alone, so
+            a resumed run draws the same ones with no generator state to save.
+        pool, threads: split each batch across ``threads`` threads (``data_parallel``).
+    """
+
+    model: GPT
+    batches: Callable[[int], tuple[np.ndarray, np.ndarray]]
+    dropout: float = 0.0
+    seed: int = 0
+    pool: ThreadPoolExecutor | None = None
+    threads: int = 1
+
+    def __call__(self, step: int) -> StepLoss:
+        x, y = self.batches(step)  # (B, T) each
+        rng = np.random.default_rng([self.seed, STREAM_DROPOUT, step]) if self.dropout else None
+        loss, grads = sharded_loss_and_grads(
+            self.model, x, y, self.pool, self.threads, dropout=self.dropout, rng=rng
+        )
+        return StepLoss(loss, grads, x.size)
+
+
+def learning_rate(cfg: Schedule, step: int) -> float:
+    """The learning rate of ``step`` (from 0): ``cfg.warmup`` steps of linear warm-up to
+    ``cfg.lr``, then a cosine decay to ``cfg.min_lr`` (default ``lr / 10``) at ``cfg.steps``."""
+    return cosine_lr(
+        step,
+        max_lr=cfg.lr,
+        warmup_steps=min(cfg.warmup, cfg.steps),
+        total_steps=cfg.steps,
+        min_lr=cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr,
+    )
+
+
+def train_step(
+    objective: Objective, optimizer: AdamW, cfg: Schedule, step: int
+) -> tuple[StepLoss, float]:
+    """Step ``step`` (from 0) of a run: the schedule's learning rate, the loss and gradient of
+    the step's batch, the gradient clipped, the weights moved. Returns the objective's
+    ``StepLoss`` and the learning rate.
+
+    Only the parameters ``optimizer`` holds are trained, so building it over a subset of
+    ``model.params`` freezes the rest.
+
+    Raises:
+        TrainingDiverged: the loss or the gradient is NaN or infinite; nothing was changed.
+    """
+    lr = learning_rate(cfg, step)
+    result = objective(step)
+    grads = {name: result.grads[name] for name in optimizer.params}  # not the frozen ones
+    norm = clip_grad_norm(grads, cfg.grad_clip or math.inf)  # inf: measure, no clip
+    if not (math.isfinite(result.loss) and math.isfinite(norm)):
+        raise TrainingDiverged(
+            f"training diverged at step {step + 1}: loss {result.loss}, gradient norm {norm} "
+            f"(lr {lr:.3g})"
+        )
+    optimizer.step(grads, lr=lr)
+    return result, lr
+
+
 def run_steps(
-    model: GPT,
     optimizer: AdamW,
     cfg: Schedule,
-    next_batch: Callable[[], tuple[np.ndarray, np.ndarray]],
-    validation_loss: Callable[[], float],
+    objective: Objective,
+    validate: Callable[[], dict[str, float]],
     save: Callable[[int], None],
     *,
     out: Path,
@@ -568,18 +667,15 @@ def run_steps(
     losses: list[float],
     history: list[dict[str, float]],
     progress: bool = True,
-    threads: int = 1,
 ) -> TrainResult:
-    """The optimisation loop of ``train`` (and of ``finetune.finetune``), from ``step`` to
-    ``cfg.steps``: learning-rate schedule, gradient clipping, NaN stop, evaluations, saves,
-    the progress bar and Ctrl-C.
+    """The loop of every kind of training: ``train_step`` from ``step`` to ``cfg.steps``, with
+    the NaN stop, evaluations, saves, the progress bar and Ctrl-C.
 
-    ``next_batch()`` gives (B, T) inputs and targets (-1 where a target does not count);
-    ``validation_loss()`` is called at step 0 of a fresh run, every ``cfg.eval_every`` steps
-    and at the end; ``save(step)`` writes a checkpoint. ``losses`` and ``history`` are
-    appended to in place. Only the parameters ``optimizer`` holds are trained, so building it
-    over a subset of ``model.params`` freezes the rest. ``threads`` > 1 computes each batch's
-    gradient in that many shards at once (``sharded_loss_and_grads``).
+    ``validate()`` gives the held-out figures, ``"val_loss"`` first (an objective may add
+    more, such as DPO's reward margin); it is called at step 0 of a fresh run, every
+    ``cfg.eval_every`` steps and at the end, and each call adds a row to ``history``:
+    ``step``, ``train_loss`` (the mean since the previous row), the figures, ``lr``.
+    ``save(step)`` writes a checkpoint. ``losses`` and ``history`` are appended to in place.
     """
     from tqdm import tqdm
 
@@ -588,54 +684,40 @@ def run_steps(
             tqdm.write(message)
 
     keep_freed_memory()
-    min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
     save_every = cfg.save_every or cfg.eval_every
     if step == 0 and not history:
-        history.append({"step": 0, "val_loss": validation_loss()})
+        history.append({"step": 0, **validate()})
     if step >= cfg.steps:
         return TrainResult(out, step, losses, history)
     bar = tqdm(total=cfg.steps, initial=step, unit="step", disable=not progress, smoothing=0.1)
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
-    # With threads of its own, one BLAS thread per shard: two levels of threads on the same
-    # cores would make them wait for each other.
-    blas = threadpool_limits(1, user_api="blas") if pool else nullcontext()
-    with bar, deferred_sigint() as interrupted, blas, pool or nullcontext():
+    with bar, deferred_sigint() as interrupted:
         while step < cfg.steps:
             t0 = time.perf_counter()
-            lr = cosine_lr(
-                step,
-                max_lr=cfg.lr,
-                warmup_steps=min(cfg.warmup, cfg.steps),
-                total_steps=cfg.steps,
-                min_lr=min_lr,
-            )
-            x, y = next_batch()  # (B, T) each
-            # The dropout masks of a step come from the run's seed and the step alone: a
-            # resumed run draws the same ones with no generator state to save, and the batch
-            # generator is left alone (so dropout 0 changes nothing).
-            rng = np.random.default_rng([cfg.seed, STREAM_DROPOUT, step]) if cfg.dropout else None
-            loss, all_grads = sharded_loss_and_grads(
-                model, x, y, pool, threads, dropout=cfg.dropout, rng=rng
-            )
-            grads = {name: all_grads[name] for name in optimizer.params}  # not the frozen ones
-            norm = clip_grad_norm(grads, cfg.grad_clip or math.inf)  # inf: measure, no clip
-            if not (math.isfinite(loss) and math.isfinite(norm)):
+            try:
+                result, lr = train_step(objective, optimizer, cfg, step)
+            except TrainingDiverged as e:
                 raise TrainingDiverged(
-                    f"training diverged at step {step + 1}: loss {loss}, gradient norm {norm} "
-                    f"(lr {lr:.3g}). Stopped without saving; {last_saved(out)}. Try a lower "
-                    "--lr, a longer --warmup or --grad-clip 1"
-                )
-            optimizer.step(grads, lr=lr)
+                    f"{e}. Stopped without saving; {last_saved(out)}. Try a lower --lr, a "
+                    "longer --warmup or --grad-clip 1"
+                ) from None
             seconds = time.perf_counter() - t0  # the step alone, not the evaluations and saves
             step += 1
-            losses.append(loss)
+            losses.append(result.loss)
 
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 since = int(history[-1]["step"])  # the mean since the previous evaluation
                 train_loss = float(np.mean(losses[since:]))
-                val = validation_loss()
-                history.append({"step": step, "train_loss": train_loss, "val_loss": val, "lr": lr})
-                log(f"step {step}: train loss {train_loss:.4f}, val loss {val:.4f}")
+                figures = validate()
+                history.append({"step": step, "train_loss": train_loss, **figures, "lr": lr})
+                more = "".join(
+                    f", {name.removeprefix('val_').replace('_', ' ')} {value:.4f}"
+                    for name, value in figures.items()
+                    if name != "val_loss"
+                )
+                log(
+                    f"step {step}: train loss {train_loss:.4f}, val loss "
+                    f"{figures['val_loss']:.4f}{more}"
+                )
             if step % save_every == 0 or step == cfg.steps or interrupted():
                 # The loss and gradient were finite, but the update can still overflow: a
                 # checkpoint never holds weights that are not finite.
@@ -646,11 +728,29 @@ def run_steps(
                         f"{last_saved(out)}. Try a lower --lr, a longer --warmup or --grad-clip 1"
                     )
                 save(step)
-            bar.set_postfix_str(f"loss {loss:.4f}, {x.size / seconds:,.0f} tok/s", refresh=False)
+            speed = f"{result.tokens / seconds:,.0f} tok/s"
+            bar.set_postfix_str(f"loss {result.loss:.4f}, {speed}", refresh=False)
             bar.update()
             if interrupted():
                 return TrainResult(out, step, losses, history, interrupted=True)
     return TrainResult(out, step, losses, history)
+
+
+def data_parallel(threads: int) -> AbstractContextManager[ThreadPoolExecutor | None]:
+    """A pool of ``threads`` worker threads for ``sharded_loss_and_grads`` (None for 1 thread,
+    which leaves the parallelism to the BLAS library). While the pool lives, BLAS keeps to one
+    thread per shard: two levels of threads on the same cores would make them wait for each
+    other."""
+    return _data_parallel(checks.whole_number("threads", threads, 1))
+
+
+@contextmanager
+def _data_parallel(threads: int) -> Iterator[ThreadPoolExecutor | None]:
+    if threads == 1:
+        yield None
+        return
+    with ThreadPoolExecutor(threads) as pool, threadpool_limits(1, user_api="blas"):
+        yield pool
 
 
 def sharded_loss_and_grads(

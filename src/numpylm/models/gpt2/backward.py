@@ -29,6 +29,7 @@ same masks) and kept on the tape, and the backward sends the gradient through th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -75,6 +76,22 @@ class Tape:
         (``GPT.attention_maps`` reads the attention probabilities here, ``GPT.hidden_states``
         the normalisations' inputs)."""
         return _arrays([arrays[index] for got, arrays in self.entries if got == op])
+
+
+class Forward(Protocol):
+    """A model with ``GPT.forward``'s interface (the recording needs only its ``backend``)."""
+
+    def forward(self, ids: Any, cache: Any = None, *, backend: Any = None) -> np.ndarray: ...
+
+
+def record(
+    model: Forward, ids: np.ndarray, rate: float = 0.0, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, Tape]:
+    """The model's own forward pass over (B, T) ``ids`` from position 0, run with the
+    ``recording`` backend: ``(logits, tape)``, the (B, T, V) logits and what ``backward``
+    reads."""
+    tape = Tape()
+    return model.forward(ids, backend=recording(tape, rate, rng)), tape
 
 
 def recording(tape: Tape, rate: float = 0.0, rng: np.random.Generator | None = None) -> Backend:

@@ -253,9 +253,7 @@ class GPT:
 
     def _recorded(self, ids: checks.TokenIds) -> backward.Tape:
         ids2d = checks.token_window(ids, self.config.vocab_size, self.config.n_ctx)
-        tape = backward.Tape()
-        self.forward(ids2d, backend=backward.recording(tape))
-        return tape
+        return backward.record(self, ids2d)[1]
 
     def loss(self, ids: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None) -> float:
         """The mean next-token cross-entropy, forward only (for evaluation); the arguments are
@@ -290,8 +288,7 @@ class GPT:
         ids2d, targets2d, mask2d = checks.training_batch(ids, targets, mask, c.vocab_size, c.n_ctx)
         rate = checks.dropout_rate(dropout, "dropout")
         rng = (rng or np.random.default_rng()) if rate else None
-        tape = backward.Tape()  # the forward, recording what the backward reads:
-        logits = self.forward(ids2d, backend=backward.recording(tape, rate, rng))  # (B, T, V)
+        logits, tape = backward.record(self, ids2d, rate, rng)  # (B, T, V), what backward reads
         loss, dlogits = cross_entropy(logits, targets2d, mask2d)
         del logits  # the largest activation; its gradient has taken its place
         grads = backward.backward(self.params, c.n_layer, c.n_head, ids2d, tape, dlogits, rate)
