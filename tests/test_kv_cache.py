@@ -4,6 +4,8 @@ forward pass over the whole sequence. Left-padded batches give each row what it 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -131,3 +133,29 @@ def test_left_padded_prefill_then_decode_matches_each_row_alone(dtype: type) -> 
         n = len(row)
         assert np.abs(prefill[b, -n:] - alone[:n]).max() <= TOL[dtype]
         assert np.abs(decoded[b] - alone[n:]).max() <= TOL[dtype]
+
+
+@pytest.mark.parametrize("capacity", [None, 1, 7])
+def test_the_cache_grows_as_the_text_does_and_keeps_what_it_held(capacity: int | None) -> None:
+    """A cache starts small and doubles (never past n_ctx) when the tokens outgrow it; every
+    growth keeps the cached keys and values, so decoding past each growth still equals one
+    uncached pass. A model with a 150-token context grows a default cache 64 -> 128 -> 150."""
+    config = GPTConfig(vocab_size=97, n_ctx=150, n_layer=2, n_head=2, n_embd=16)
+    rng = np.random.default_rng(5)
+    params = {name: rng.standard_normal(p.shape) * 0.3 for name, p in GPT(config).params.items()}
+    model = GPT(config, dtype=np.float64, params=params)
+    ids = rng.integers(0, 97, (2, 150))
+    cache = model.new_cache(2, capacity=capacity)
+    first = cache.capacity
+    assert first == (64 if capacity is None else capacity)
+    seen = [first]
+    out = [model(ids[:, :5], cache=cache)]
+    for t in range(5, 150):
+        out.append(model(ids[:, t : t + 1], cache=cache))
+        if cache.capacity != seen[-1]:
+            seen.append(cache.capacity)
+    assert seen[-1] == 150 and all(min(150, 2 * a) <= b <= 150 for a, b in pairwise(seen))
+    if capacity is None:
+        assert seen == [64, 128, 150]
+    full = model(ids)
+    np.testing.assert_allclose(np.concatenate(out, axis=1), full, rtol=0, atol=1e-10)

@@ -220,8 +220,10 @@ def token_window(ids: object, vocab_size: int, n_ctx: int) -> np.ndarray:
 
 def cache_room(cache: Any, T: int, shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
     """Check that T new tokens fit: in the context, and in ``cache`` (a ``KVCache`` or None),
-    which must have been made by this model for this batch: its keys ``shape`` (n_layer, B, H,
-    n_ctx, D) and ``dtype``. Returns how many tokens the cache holds already (0 without one)."""
+    which must have been made by this model for this batch: its keys shaped as ``shape``
+    (n_layer, B, H, n_ctx, D), but for the positions it holds, and of ``dtype``. Then grow the
+    cache to hold the new tokens (``KVCache.make_room``). Returns how many tokens the cache
+    holds already (0 without one)."""
     n_ctx, start = shape[3], 0 if cache is None else int(cache.length)
     if start + T > n_ctx:
         where = f"the cache holds {start} and {T} more were given; " if cache is not None else ""
@@ -229,14 +231,18 @@ def cache_room(cache: Any, T: int, shape: tuple[int, ...], dtype: np.dtype[Any])
             f"sequence too long: {where}{start + T} tokens exceed the model's context of "
             f"n_ctx={n_ctx}. Keep only the last {n_ctx} tokens (generate() does this for you)"
         )
-    if cache is not None and cache.k.shape[1] != shape[1]:
+    if cache is None:
+        return start
+    if cache.k.shape[1] != shape[1]:
         raise ValueError(
             f"the cache was made for batch size {cache.k.shape[1]}, ids have {shape[1]}"
         )
-    if cache is not None and (cache.k.shape != shape or cache.k.dtype != dtype):
+    got = cache.k.shape[:3] + cache.k.shape[4:]
+    if got != shape[:3] + shape[4:] or cache.k.dtype != dtype or cache.k.shape[3] > n_ctx:
         raise ValueError(
             f"the cache does not belong to this model: its keys are {cache.k.dtype} "
-            f"{cache.k.shape}, this model's are {dtype} {shape} (n_layer, B, H, n_ctx, D); make "
-            "it with this model's new_cache()"
+            f"{cache.k.shape}, this model's are {dtype} {shape} (n_layer, B, H, n_ctx, D; the "
+            "cache may hold fewer positions); make it with this model's new_cache()"
         )
+    cache.make_room(start + T, n_ctx)
     return start

@@ -27,7 +27,7 @@ from ... import checks, memory
 from ...io import formats
 from ...layers import cross_entropy, embedding, merge_heads, split_heads
 from ..backends import Backend, get_backend
-from ..cache import KVCache
+from ..cache import KVCache, new_cache
 from ..padding import positions_and_mask
 from . import backward, weights
 from .weights import init_params
@@ -155,12 +155,12 @@ class GPT:
             directory, self.config.to_hf(), self.params, stored, weights.params_to_hf
         )
 
-    def new_cache(self, batch_size: int = 1) -> KVCache:
-        """An empty KV cache for ``batch_size`` sequences, with room for ``n_ctx`` tokens."""
+    def new_cache(self, batch_size: int = 1, capacity: int | None = None) -> KVCache:
+        """An empty KV cache for ``batch_size`` sequences; it grows as they do, up to ``n_ctx``
+        tokens (``capacity``: the positions to hold from the start)."""
         c = self.config
         shape = (c.n_layer, batch_size, c.n_head, c.n_ctx, c.head_size)
-        # np.empty: memory is only touched (and counted) as the cache fills up.
-        return KVCache(k=np.empty(shape, dtype=self.dtype), v=np.empty(shape, dtype=self.dtype))
+        return new_cache(shape, self.dtype, capacity)
 
     def forward(
         self,

@@ -37,7 +37,7 @@ from ...layers import (
     swiglu,
 )
 from ..backends import Backend, get_backend
-from ..cache import KVCache
+from ..cache import KVCache, new_cache
 from ..padding import positions_and_mask
 from . import weights
 
@@ -192,12 +192,11 @@ class Llama:
         stored = self.dtype if dtype is None else dtype
         return weights.write(directory, dataclasses.asdict(self.config), self.params, stored)
 
-    def new_cache(self, batch_size: int = 1) -> KVCache:
-        """An empty KV cache for ``batch_size`` sequences, with room for ``n_ctx`` tokens of
-        the ``n_kv_head`` key/value heads (not ``n_head``: that is GQA's saving)."""
-        shape = self.cache_shape(batch_size)
-        # np.empty: memory is only touched (and counted) as the cache fills up.
-        return KVCache(k=np.empty(shape, dtype=self.dtype), v=np.empty(shape, dtype=self.dtype))
+    def new_cache(self, batch_size: int = 1, capacity: int | None = None) -> KVCache:
+        """An empty KV cache for ``batch_size`` sequences of the ``n_kv_head`` key/value heads
+        (not ``n_head``: that is GQA's saving); it grows as they do, up to ``n_ctx`` tokens
+        (``capacity``: the positions to hold from the start)."""
+        return new_cache(self.cache_shape(batch_size), self.dtype, capacity)
 
     def cache_shape(self, batch_size: int) -> tuple[int, int, int, int, int]:
         """The shape of a cache's keys (and values): (n_layer, B, H_kv, n_ctx, D)."""
