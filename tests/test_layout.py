@@ -39,6 +39,7 @@ LAYERS = [
     ["models.backends", "models.gpt2.backward"],
     ["models.gpt2.model", "models.llama.weights"],
     ["models.llama.model"],
+    ["models.family"],
     ["generation.context", "io.loading", "training.runs", "viz"],
     ["generation.loop", "training.train"],
     ["generation.batching"],

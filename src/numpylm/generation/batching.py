@@ -18,7 +18,7 @@ from ..checks import whole_number
 from ..models.family import LanguageModel
 from ..sampling import Sampler
 from .context import Context, check_memory
-from .loop import EosIds, PromptIds, check_prompt, end_ids, make_rng, start_id
+from .loop import PromptIds, check_prompt, end_ids, make_rng, start_id
 
 T = TypeVar("T")
 
@@ -78,7 +78,7 @@ def generate_batch(
     max_new_tokens: int,
     *,
     num_samples: int = 1,
-    eos_id: EosIds = None,
+    eos_id: int | Sequence[int] | np.ndarray | None = None,
     **options: Any,
 ) -> list[np.ndarray]:
     """Continue several prompts at once, as one batch.

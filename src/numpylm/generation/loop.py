@@ -30,9 +30,6 @@ from ..sampling import Sampler
 from .context import Context
 
 PromptIds = Sequence[int] | np.ndarray
-EosIds = int | Sequence[int] | np.ndarray | None
-"""Where generation stops: one token id, several (a chat model's end of turn and end of text:
-``tokenizer.end_of_turn_ids``), or None (never)."""
 
 
 def generate(
@@ -40,7 +37,7 @@ def generate(
     prompt_ids: PromptIds,
     max_new_tokens: int,
     *,
-    eos_id: EosIds = None,
+    eos_id: int | Sequence[int] | np.ndarray | None = None,
     seed: int | None = None,
     rng: np.random.Generator | None = None,
     use_cache: bool = True,
@@ -99,7 +96,9 @@ def make_rng(
     return np.random.default_rng(None if seed is None else whole_number("seed", seed))
 
 
-def check_prompt(model: LanguageModel, prompt_ids: PromptIds, eos_id: EosIds) -> list[int]:
+def check_prompt(
+    model: LanguageModel, prompt_ids: PromptIds, eos_id: int | Sequence[int] | np.ndarray | None
+) -> list[int]:
     """One prompt's token ids as a list, and ``eos_id`` (each of them) checked against the
     vocabulary."""
     arr = np.asarray(prompt_ids)
@@ -112,24 +111,27 @@ def check_prompt(model: LanguageModel, prompt_ids: PromptIds, eos_id: EosIds) ->
         raise TypeError(f"prompt_ids must be integer token ids, got dtype {arr.dtype}")
     V = model.config.vocab_size
     for end in end_ids(eos_id):
-        in_range("eos_id", as_int("eos_id", end), f"a token id in [0, {V - 1}]", 0 <= end < V)
+        in_range("eos_id", end, f"a token id in [0, {V - 1}]", end < V)
     return [int(i) for i in arr]
 
 
-def end_ids(eos_id: EosIds) -> tuple[Any, ...]:
-    """``eos_id`` as a tuple: () for None, one id, or several (not none of them). The ids are
-    as given: ``check_prompt`` checks them."""
+def end_ids(eos_id: int | Sequence[int] | np.ndarray | None) -> tuple[int, ...]:
+    """``eos_id`` as a tuple of whole token ids >= 0: () for None, one id, or several (not an
+    empty list). ``check_prompt`` checks them against the vocabulary."""
     if eos_id is None:
         return ()
     many: Any = eos_id.tolist() if isinstance(eos_id, np.ndarray) else eos_id
-    if isinstance(many, Sequence) and not isinstance(many, str):
-        if not many:
-            raise ValueError("eos_id is an empty list: give at least one id, or None")
-        return tuple(many)
-    return (many,)
+    if not isinstance(many, Sequence) or isinstance(many, str):
+        many = [many]
+    elif not many:
+        raise ValueError("eos_id is an empty list: give at least one id, or None")
+    ids = tuple(as_int("eos_id", i) for i in many)
+    for i in ids:
+        in_range("eos_id", i, "a token id (>= 0)", i >= 0)
+    return ids
 
 
-def start_id(eos_id: EosIds) -> int:
+def start_id(eos_id: int | Sequence[int] | np.ndarray | None) -> int:
     """What an empty prompt starts from: the end-of-text token, GPT-2's convention (the first
     of several)."""
     if eos_id is None:
