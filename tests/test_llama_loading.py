@@ -159,7 +159,9 @@ def stopping_model(chat_dir: Path, tmp_path: Path, after: int) -> tuple[Path, li
     return tmp_path / "stops", ids, end
 
 
-def test_generation_stops_at_the_end_of_turn_as_transformers(chat_dir: Path, tmp_path: Path) -> None:
+def test_generation_stops_at_the_end_of_turn_as_transformers(
+    chat_dir: Path, tmp_path: Path
+) -> None:
     transformers = torch_and_transformers()
     import torch
 
