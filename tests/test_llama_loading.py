@@ -220,6 +220,16 @@ def test_cli_eval_takes_a_llama(chat_dir: Path, tmp_path: Path,
     assert f"loss                {mean:.4f} nats per token" in out
 
 
+def test_finetune_refuses_a_llama(
+    chat_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\n')
+    flags = ["--model", str(chat_dir), "--data", str(data), "--out", str(tmp_path / "o")]
+    assert main(["finetune", *flags, "--steps", "1"]) == 1
+    assert "numpylm fine-tunes GPT-2 models only" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------------
 # hidden_states, attention_maps and loss against transformers
 
