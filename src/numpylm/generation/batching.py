@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..checks import whole_number
-from ..models.gpt2.model import GPT
+from ..models.family import LanguageModel
 from ..sampling import Sampler
 from .context import Context, check_memory
-from .loop import PromptIds, check_prompt, make_rng, start_id
+from .loop import PromptIds, check_prompt, end_ids, make_rng, start_id
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ class Sampled:
 
 
 def sample_steps(
-    model: GPT,
+    model: LanguageModel,
     contexts: Sequence[Sequence[int]],
     max_new_tokens: int,
     sampler: Sampler,
@@ -73,12 +73,12 @@ def sample_steps(
 
 
 def generate_batch(
-    model: GPT,
+    model: LanguageModel,
     prompts: Sequence[PromptIds],
     max_new_tokens: int,
     *,
     num_samples: int = 1,
-    eos_id: int | None = None,
+    eos_id: int | Sequence[int] | np.ndarray | None = None,
     **options: Any,
 ) -> list[np.ndarray]:
     """Continue several prompts at once, as one batch.
@@ -88,7 +88,8 @@ def generate_batch(
     ``use_cache`` and the fields of ``Sampler``).
 
     Returns:
-        B int64 arrays, each a prompt followed by its new ids (up to and including ``eos_id``).
+        B int64 arrays, each a prompt followed by its new ids (up to and including ``eos_id``,
+        or the first of several).
     """
     sampler, rng, use_cache = split_options(options)
     checked = [check_prompt(model, p, eos_id) for p in non_empty(prompts)]
@@ -98,11 +99,12 @@ def generate_batch(
     new: list[list[int]] = [[] for _ in rows]
     done = np.zeros(len(rows), dtype=bool)
     contexts = [p or [start_id(eos_id)] for p in rows]
+    ends = list(end_ids(eos_id))
     for step in sample_steps(model, contexts, max_new_tokens, sampler, rng, use_cache):
         for b in np.flatnonzero(~done):
             new[b].append(int(step.ids[b]))
-        if eos_id is not None:
-            done |= step.ids == eos_id
+        if ends:
+            done |= np.isin(step.ids, ends)
         if done.all():
             break
     return [np.asarray(p + n, dtype=np.int64) for p, n in zip(rows, new, strict=True)]

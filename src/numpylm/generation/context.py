@@ -25,7 +25,7 @@ from ..models.padding import left_pad
 from ..sampling import TokenHistory
 
 if TYPE_CHECKING:
-    from ..models.gpt2.model import GPT
+    from ..models.family import LanguageModel
 
 
 class Context:
@@ -43,7 +43,7 @@ class Context:
 
     def __init__(
         self,
-        model: GPT,
+        model: LanguageModel,
         rows: Sequence[Sequence[int]],
         use_cache: bool = True,
         *,
@@ -83,7 +83,9 @@ class Context:
             self.history.add(ids)
 
 
-def check_memory(model: GPT, B: int, use_cache: bool = True, history: bool = False) -> None:
+def check_memory(
+    model: LanguageModel, B: int, use_cache: bool = True, history: bool = False
+) -> None:
     """Refuse B sequences that would not fit in the machine's free memory, before anything is
     allocated (``memory.generation_bytes``: the KV cache, the first window, the scores and the
     penalties' history)."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import as_int, in_range, whole_number
-from ..models.gpt2.model import GPT
+from ..models.family import LanguageModel
 from ..sampling import Sampler
 from .context import Context
 
@@ -33,11 +33,11 @@ PromptIds = Sequence[int] | np.ndarray
 
 
 def generate(
-    model: GPT,
+    model: LanguageModel,
     prompt_ids: PromptIds,
     max_new_tokens: int,
     *,
-    eos_id: int | None = None,
+    eos_id: int | Sequence[int] | np.ndarray | None = None,
     seed: int | None = None,
     rng: np.random.Generator | None = None,
     use_cache: bool = True,
@@ -50,7 +50,8 @@ def generate(
         prompt_ids: (T,) token ids. Empty is allowed when ``eos_id`` is given: the model then
             starts from ``eos_id`` (GPT-2's ``<|endoftext|>`` also marks the start of a text).
         max_new_tokens: how many tokens to add at most, >= 0.
-        eos_id: stop after this token is produced (it is included in the result).
+        eos_id: stop after this token is produced (it is included in the result), or after
+            any of several (``eos_id=tokenizer.end_of_turn_ids``: a chat model's turn ends).
         seed: make the draws repeatable (the same seed gives the same ids).
         rng: or pass a ``np.random.Generator`` to draw from (not both).
         use_cache: keep keys and values between steps (the same ids, much faster).
@@ -64,6 +65,7 @@ def generate(
     """
     sampler, rng = Sampler(**sampling), make_rng(seed, rng)
     prompt = check_prompt(model, prompt_ids, eos_id)
+    ends = end_ids(eos_id)
     start = prompt or [start_id(eos_id)]  # an empty prompt starts from <|endoftext|>
     context = Context(model, [start], use_cache, history=sampler.uses_history)
     new: list[int] = []
@@ -72,7 +74,7 @@ def generate(
         token, _ = sampler.sample(logits, rng, context.history)  # 2. probabilities, one draw
         context.append(token)  # 3. the answer so far is part of the next question
         new.append(int(token[0]))
-        if new[-1] == eos_id:  # 4. the model said it is done
+        if new[-1] in ends:  # 4. the model said it is done
             break
     return np.asarray(prompt + new, dtype=np.int64)
 
@@ -94,8 +96,11 @@ def make_rng(
     return np.random.default_rng(None if seed is None else whole_number("seed", seed))
 
 
-def check_prompt(model: GPT, prompt_ids: PromptIds, eos_id: int | None) -> list[int]:
-    """One prompt's token ids as a list, and ``eos_id`` checked against the vocabulary."""
+def check_prompt(
+    model: LanguageModel, prompt_ids: PromptIds, eos_id: int | Sequence[int] | np.ndarray | None
+) -> list[int]:
+    """One prompt's token ids as a list, and ``eos_id`` (each of them) checked against the
+    vocabulary."""
     arr = np.asarray(prompt_ids)
     if arr.ndim != 1:
         raise ValueError(
@@ -104,17 +109,34 @@ def check_prompt(model: GPT, prompt_ids: PromptIds, eos_id: int | None) -> list[
         )
     if arr.size and (arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"prompt_ids must be integer token ids, got dtype {arr.dtype}")
-    if eos_id is not None:
-        V = model.config.vocab_size
-        in_range("eos_id", as_int("eos_id", eos_id), f"a token id in [0, {V - 1}]", 0 <= eos_id < V)
+    V = model.config.vocab_size
+    for end in end_ids(eos_id):
+        in_range("eos_id", end, f"a token id in [0, {V - 1}]", end < V)
     return [int(i) for i in arr]
 
 
-def start_id(eos_id: int | None) -> int:
-    """What an empty prompt starts from: the end-of-text token, GPT-2's convention."""
+def end_ids(eos_id: int | Sequence[int] | np.ndarray | None) -> tuple[int, ...]:
+    """``eos_id`` as a tuple of whole token ids >= 0: () for None, one id, or several (not an
+    empty list). ``check_prompt`` checks them against the vocabulary."""
+    if eos_id is None:
+        return ()
+    many: Any = eos_id.tolist() if isinstance(eos_id, np.ndarray) else eos_id
+    if not isinstance(many, Sequence) or isinstance(many, str):
+        many = [many]
+    elif not many:
+        raise ValueError("eos_id is an empty list: give at least one id, or None")
+    ids = tuple(as_int("eos_id", i) for i in many)
+    for i in ids:
+        in_range("eos_id", i, "a token id (>= 0)", i >= 0)
+    return ids
+
+
+def start_id(eos_id: int | Sequence[int] | np.ndarray | None) -> int:
+    """What an empty prompt starts from: the end-of-text token, GPT-2's convention (the first
+    of several)."""
     if eos_id is None:
         raise ValueError(
             "prompt_ids is empty: give at least one token, or eos_id (GPT-2's <|endoftext|>, "
             "id 50256) to start from"
         )
-    return eos_id
+    return end_ids(eos_id)[0]

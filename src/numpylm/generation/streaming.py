@@ -7,20 +7,23 @@ is safe to show as it comes, and reports each token with its probability and the
   often 2 or 3 tokens), so bytes wait until their character is complete (``TextStream``);
 - stop strings: text that could be the start of a stop string waits until it is clear whether
   the stop string follows, and a sequence ends just before it, as in the OpenAI API;
-- log-probabilities under the raw model and the most likely alternatives (``logprobs``).
+- log-probabilities under the raw model and the most likely alternatives (``logprobs``);
+- a chat model's own format: when the tokenizer has a chat template (SmolLM2's), a prompt is
+  asked as a user's message in it, and a row ends at any of ``tokenizer.end_of_turn_ids``
+  (``<|im_end|>`` as well as ``<|endoftext|>``; GPT-2's tokenizers: ``<|endoftext|>`` alone).
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ..checks import whole_number
-from ..models.gpt2.model import GPT
+from ..models.family import LanguageModel
 from ..sampling import log_softmax
 from ..tokens.tokenizer import Tokenizer
 from .batching import Sampled, non_empty, sample_steps, split_options
@@ -28,6 +31,11 @@ from .context import check_memory
 
 Alternative = tuple[int, str, float]
 """A token the model could have chosen: ``(id, its text, its probability or log-probability)``."""
+
+Conversation = Sequence[Mapping[str, Any]]
+"""A chat: messages with ``role`` ("system", "user", "assistant") and ``content``."""
+Prompt = str | Conversation
+"""What a model is asked: text, or a conversation (written in the tokenizer's chat template)."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +57,9 @@ class Step:
             OpenAI API's ``logprobs``.
         top_logprobs: the ``top_n`` most likely tokens under the raw model as
             ``(id, token, logprob)``.
-        finish_reason: None while the row goes on; ``"stop"`` (the end-of-text token or a stop
-            string) or ``"length"`` (``max_new_tokens`` reached) on its last step.
+        finish_reason: None while the row goes on; ``"stop"`` (an end token of
+            ``tokenizer.end_of_turn_ids``, or a stop string) or ``"length"``
+            (``max_new_tokens`` reached) on its last step.
     """
 
     row: int
@@ -66,14 +75,15 @@ class Step:
 
 
 def stream(
-    model: GPT,
+    model: LanguageModel,
     tokenizer: Tokenizer,
-    prompt: str | Sequence[str],
+    prompt: Prompt | Sequence[Prompt],
     *,
     max_new_tokens: int = 50,
     stop: str | Sequence[str] | None = None,
     num_samples: int = 1,
     top_n: int = 5,
+    chat: bool | None = None,
     **options: Any,
 ) -> Iterator[Step]:
     """Generate text and report each token as it is written.
@@ -82,25 +92,34 @@ def stream(
         model: the language model.
         tokenizer: the tokenizer it was trained with.
         prompt: the text to continue, or several (run as one batch). An empty prompt starts
-            from ``<|endoftext|>``.
+            from ``<|endoftext|>``. A conversation (a list of messages, see ``Conversation``)
+            is written in the tokenizer's chat template, ending with the start of the
+            assistant's turn.
         max_new_tokens: how many tokens to write at most per sequence.
         stop: a string, or several, that end a sequence where they appear (also across token
             boundaries); the text stops just before it, as in the OpenAI API.
         num_samples: continue each prompt this many times (as one batch).
         top_n: how many alternatives ``Step.top`` and ``Step.top_logprobs`` hold.
+        chat: ask a text prompt as a user's message in the tokenizer's chat template (True),
+            or continue the text as it is (False). None (the default): as a message when the
+            tokenizer has a chat template (SmolLM2's does; GPT-2's and the built-in models' do
+            not).
         **options: the options of ``generate``: ``seed``, ``rng``, ``use_cache`` and the
             fields of ``Sampler`` (``temperature``, ``top_k``, ...).
 
     Yields:
-        ``Step`` records; with several rows, the rows' steps interleave (see ``Step.row``). The
-        end-of-text token ends a row and adds no text.
+        ``Step`` records; with several rows, the rows' steps interleave (see ``Step.row``). An
+        end token (``tokenizer.end_of_turn_ids``: ``<|endoftext|>``, and a chat model's end of
+        turn) ends a row and adds no text.
     """
     sampler, rng, use_cache = split_options(options)
     stops, top_n = check_stop(stop), whole_number("top_n", top_n)
-    texts = [prompt] if isinstance(prompt, str) else non_empty(prompt)
+    texts = [prompt] if is_one_prompt(prompt) else non_empty(cast(Sequence[Prompt], prompt))
     n = whole_number("num_samples", num_samples, 1)
     check_memory(model, len(texts) * n, use_cache, sampler.uses_history)
-    rows = [tokenizer.encode(t) or [tokenizer.eot_id] for t in texts for _ in range(n)]
+    asked = [prompt_ids(tokenizer, cast(Prompt, t), chat) for t in texts]
+    rows = [list(ids) for ids in asked for _ in range(n)]
+    ends = set(tokenizer.end_of_turn_ids)
     out = [TextStream(stops) for _ in rows]
     done = np.zeros(len(rows), dtype=bool)
     last = whole_number("max_new_tokens", max_new_tokens) - 1
@@ -112,7 +131,7 @@ def stream(
         ):
             token_id = int(sampled.ids[b])
             finish = None
-            if token_id == tokenizer.eot_id:
+            if token_id in ends:
                 text, finish = out[b].flush(), "stop"
             else:
                 text, hit = out[b].feed(tokenizer.token_bytes(token_id))
@@ -127,6 +146,44 @@ def stream(
             )
         if done.all():
             return
+
+
+def is_one_prompt(prompt: object) -> bool:
+    """A text, or one conversation (a list of messages), rather than a list of prompts."""
+    if isinstance(prompt, str):
+        return True
+    return isinstance(prompt, Sequence) and len(prompt) > 0 and isinstance(prompt[0], Mapping)
+
+
+def uses_chat(tokenizer: Tokenizer, prompt: Prompt, chat: bool | None = None) -> bool:
+    """Whether ``prompt`` is asked in the tokenizer's chat template (see ``stream``'s
+    ``chat``): a conversation always; a text when ``chat`` says so, or (None) when the
+    tokenizer has a template."""
+    if not isinstance(prompt, str):
+        return True
+    return tokenizer.chat_template is not None if chat is None else bool(chat)
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: Prompt, chat: bool | None = None) -> list[int]:
+    """The ids the model reads for ``prompt``: the text's own (``[eot_id]`` for an empty one,
+    GPT-2's start of text), or the conversation (a text is one user's message) written in the
+    chat template with the start of the assistant's turn (``uses_chat``)."""
+    if not uses_chat(tokenizer, prompt, chat):
+        return tokenizer.encode(cast(str, prompt)) or [tokenizer.eot_id]
+    return cast(list[int], tokenizer.apply_chat_template(as_conversation(prompt)))
+
+
+def prompt_text(tokenizer: Tokenizer, prompt: Prompt, chat: bool | None = None) -> str:
+    """The text the model reads for ``prompt`` (see ``prompt_ids``), as a person reads it: the
+    chat template's rendering, special tokens and all, or the text itself."""
+    if not uses_chat(tokenizer, prompt, chat):
+        return cast(str, prompt)
+    return cast(str, tokenizer.apply_chat_template(as_conversation(prompt), tokenize=False))
+
+
+def as_conversation(prompt: Prompt) -> Conversation:
+    """A text as one user's message; a conversation as it is."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 
 def logprobs(
@@ -153,19 +210,21 @@ def logprobs(
 
 
 def complete(
-    model: GPT,
+    model: LanguageModel,
     tokenizer: Tokenizer,
-    prompt: str,
+    prompt: Prompt,
     *,
     max_new_tokens: int = 50,
     stop: str | Sequence[str] | None = None,
     **options: Any,
 ) -> str:
-    """Continue ``prompt`` and return the new text only (see ``stream`` for the arguments)."""
-    if not isinstance(prompt, str):
+    """Continue ``prompt`` and return the new text only (see ``stream`` for the arguments,
+    among them ``chat``): a chat model's answer to it, when the tokenizer has a chat
+    template."""
+    if not is_one_prompt(prompt):
         raise TypeError(
-            f"prompt must be a str, got {type(prompt).__name__}; for several prompts use "
-            "complete_batch"
+            f"prompt must be a str (or a conversation: a list of messages), got "
+            f"{type(prompt).__name__}; for several prompts use complete_batch"
         )
     steps = stream(
         model, tokenizer, prompt, max_new_tokens=max_new_tokens, stop=stop, top_n=0, **options
@@ -174,9 +233,9 @@ def complete(
 
 
 def complete_batch(
-    model: GPT,
+    model: LanguageModel,
     tokenizer: Tokenizer,
-    prompts: str | Sequence[str],
+    prompts: Prompt | Sequence[Prompt],
     *,
     max_new_tokens: int = 50,
     stop: str | Sequence[str] | None = None,
@@ -185,7 +244,7 @@ def complete_batch(
 ) -> list[str]:
     """Continue several prompts (or one, ``num_samples`` times) as one batch; the new texts,
     ordered prompt by prompt."""
-    B = (1 if isinstance(prompts, str) else len(prompts)) * whole_number(
+    B = (1 if is_one_prompt(prompts) else len(prompts)) * whole_number(
         "num_samples", num_samples, 1
     )
     check_memory(model, B, bool(options.get("use_cache", True)))

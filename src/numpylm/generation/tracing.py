@@ -58,9 +58,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import checks
-from ..models.gpt2.model import GPT
+from ..models.family import LanguageModel
 from ..tokens.tokenizer import EOT, Tokenizer
-from .streaming import Step, stream
+from .streaming import Prompt, Step, prompt_text, stream
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ class TraceStep:
 
     Attributes:
         number: the step, counting from 1.
-        context: the text the model read at this step (the prompt and the answer so far).
+        context: the text the model read at this step (the prompt, in the chat template if
+            it was asked in one, and the answer so far).
         step: the generated token (see ``numpylm.generation.streaming.Step``).
         alternatives: the most likely other tokens under the model, ``(id, token, prob)``.
     """
@@ -104,7 +105,7 @@ class Trace:
     ``str(trace)`` is the table, one line per step and a closing ``Response:`` line.
     """
 
-    prompt: str
+    prompt: str  # the text the model read: in the chat template, if it was asked in one
     steps: list[TraceStep]
     response: str
 
@@ -113,20 +114,23 @@ class Trace:
 
 
 def iter_trace(
-    model: GPT,
+    model: LanguageModel,
     tokenizer: Tokenizer,
-    prompt: str,
+    prompt: Prompt,
     *,
     max_new_tokens: int = 20,
     stop: str | Sequence[str] | None = None,
     alternatives: int = 4,
+    chat: bool | None = None,
     **options: Any,
 ) -> Iterator[TraceStep]:
     """Generate from ``prompt`` (one sequence), yielding a ``TraceStep`` as each token is
-    chosen. The options are those of ``numpylm.stream``; ``alternatives`` is how many other
+    chosen. The options are those of ``numpylm.stream`` (``chat``: the prompt is asked in the
+    tokenizer's chat template, by default when it has one); ``alternatives`` is how many other
     tokens each step lists (a whole number from 0). The response is the ``step.text`` of the
     steps joined."""
     checks.whole_number("alternatives", alternatives, 0)
+    shown = prompt_text(tokenizer, prompt, chat)
     new_ids: list[int] = []
     for s in stream(
         model,
@@ -135,22 +139,24 @@ def iter_trace(
         max_new_tokens=max_new_tokens,
         stop=stop,
         top_n=alternatives + 1,
+        chat=chat,
         **options,
     ):
-        context = prompt + tokenizer.decode(new_ids)
+        context = shown + tokenizer.decode(new_ids)
         others = [(i, t, math.exp(lp)) for i, t, lp in s.top_logprobs if i != s.token_id]
         yield TraceStep(len(new_ids) + 1, context, s, others[:alternatives])
         new_ids.append(s.token_id)
 
 
 def trace(
-    model: GPT,
+    model: LanguageModel,
     tokenizer: Tokenizer,
-    prompt: str,
+    prompt: Prompt,
     *,
     max_new_tokens: int = 20,
     stop: str | Sequence[str] | None = None,
     alternatives: int = 4,
+    chat: bool | None = None,
     **options: Any,
 ) -> Trace:
     """Generate from ``prompt`` and record every step (see ``iter_trace``).
@@ -166,10 +172,11 @@ def trace(
             max_new_tokens=max_new_tokens,
             stop=stop,
             alternatives=alternatives,
+            chat=chat,
             **options,
         )
     )
-    return Trace(prompt, steps, "".join(s.step.text for s in steps))
+    return Trace(prompt_text(tokenizer, prompt, chat), steps, "".join(s.step.text for s in steps))
 
 
 def response_line(response: str) -> str:

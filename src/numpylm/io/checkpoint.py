@@ -32,7 +32,7 @@ WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "model.ckpt.index")
 
-# The files a GPT-2 repository on the Hub has that numpylm reads; nothing else is downloaded.
+# The files a model repository on the Hub has that numpylm reads; nothing else is downloaded.
 HUB_FILES = (
     "config.json",
     "model.safetensors",
@@ -41,6 +41,10 @@ HUB_FILES = (
     "vocab.json",
     "merges.txt",
     "generation_config.json",
+    # the Llama family's tokenizer, its special tokens and chat template
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
 )
 
 

@@ -46,6 +46,7 @@ from ..generation.batching import generate_batch
 from ..io import checkpoint
 from ..io.checkpoint import CheckpointError
 from ..io.loading import load, model_dir
+from ..models.family import LanguageModel
 from ..models.gpt2.model import GPT, param_shapes
 from ..tokens.tokenizer import Tokenizer
 from .optim import AdamW
@@ -594,6 +595,10 @@ def resume_config(out: str | os.PathLike[str], **changes: Any) -> FinetuneConfig
 def load_base(name: str | None, dtype: str) -> tuple[GPT, Tokenizer]:
     """The model a run starts from (``numpylm.load``), in ``dtype``."""
     model, tokenizer = load(name)
+    if not isinstance(model, GPT):
+        raise CheckpointError(
+            f"{name}: numpylm fine-tunes GPT-2 models only; this is a Llama-family model"
+        )
     if str(model.dtype) != dtype:
         model = GPT(model.config, dtype=np.dtype(dtype), params=model.params)
     return model, tokenizer
@@ -691,7 +696,7 @@ def _share(flags: Iterable[bool]) -> float:
 
 
 def evaluate_sft(
-    model: GPT,
+    model: LanguageModel,
     tokenizer: Tokenizer,
     examples: Sequence[Example],
     max_new_tokens: int = 24,

@@ -176,9 +176,9 @@ def make_preference_data(
     )
     checks.whole_number("seed", seed, 0)
     if model is None or tokenizer is None:
-        from ..io.loading import load
+        from .finetune import load_base
 
-        model, tokenizer = load("chat")
+        model, tokenizer = load_base("chat", "float32")
     from .chat_data import taught_facts
 
     rng = np.random.default_rng([seed, 21])
@@ -366,10 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.measure:
-        from ..io.loading import load
+        from .finetune import load_base
 
-        reference, tokenizer = load("chat")
-        policy, _ = load(args.measure)
+        reference, tokenizer = load_base("chat", "float32")
+        policy, _ = load_base(args.measure, "float32")
         data = read_preference_data(out)
         figures = evaluate_alignment(policy, reference, tokenizer, data, args.beta)
         print(json.dumps({"model": args.measure, **figures}))

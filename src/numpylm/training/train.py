@@ -43,6 +43,7 @@ from threadpoolctl import threadpool_limits
 from .. import checks, memory
 from ..io import checkpoint
 from ..io.checkpoint import CheckpointError
+from ..models.family import LanguageModel
 from ..models.gpt2.model import GPT, GPTConfig
 from ..models.gpt2.weights import PRESETS as MODEL_PRESETS
 from ..tokens.tokenizer import VOCAB_FILE, Tokenizer
@@ -263,7 +264,7 @@ def make_tokenizer(spec: str, train_text: str) -> Tokenizer:
 
 
 def evaluate(
-    model: GPT,
+    model: LanguageModel,
     tokenizer: Tokenizer,
     text: str,
     *,
@@ -297,7 +298,7 @@ def evaluate(
 
 
 def evaluate_ids(
-    model: GPT,
+    model: LanguageModel,
     ids: np.ndarray,
     char_counts: np.ndarray,
     *,

@@ -28,6 +28,8 @@ import numpy as np
 from ... import checks
 from ...io import formats
 from ...layers import (
+    attention,
+    cross_entropy,
     grouped_query_attention,
     merge_heads,
     rms_norm,
@@ -36,7 +38,7 @@ from ...layers import (
     split_heads,
     swiglu,
 )
-from ..backends import Backend, get_backend
+from ..backends import PLAIN, Backend, get_backend
 from ..cache import KVCache, new_cache
 from ..padding import positions_and_mask
 from . import weights
@@ -242,6 +244,54 @@ class Llama:
         return logits[0] if np.ndim(ids) == 1 else logits
 
     __call__ = forward
+
+    def hidden_states(self, ids: checks.TokenIds) -> list[np.ndarray]:
+        """The residual stream, as ``GPT.hidden_states``: the (B, T, C) embeddings, then each
+        block's output, n_layer + 1 arrays ((T, C) each for 1-D ids), before the final
+        ``rms_norm``. (``transformers``' ``output_hidden_states`` gives the same, except that
+        its last entry is after the final norm.)"""
+        return self._recorded(ids)[0]
+
+    def attention_maps(self, ids: checks.TokenIds) -> list[np.ndarray]:
+        """Where each token looks, as ``GPT.attention_maps``: every layer's (B, H, T, T)
+        attention probabilities ((H, T, T) for 1-D ids), ``[b, h, t, s]`` how much query head
+        ``h`` of token ``t`` attends to token ``s``. The heads of a group read the same keys
+        but with their own queries, so each has its own map."""
+        return self._recorded(ids)[1]
+
+    def loss(self, ids: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None) -> float:
+        """The mean next-token cross-entropy of predicting ``targets`` from ``ids``, forward
+        only (for evaluation; numpylm does not train this family). The arguments are
+        ``GPT.loss``'s: (B, T) ids, targets (-1: does not count), mask (False: does not
+        count)."""
+        c = self.config
+        ids2d, targets2d, mask2d = checks.training_batch(ids, targets, mask, c.vocab_size, c.n_ctx)
+        return cross_entropy(self(ids2d), targets2d, mask2d)[0]
+
+    def _recorded(self, ids: checks.TokenIds) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The forward pass over a window of ``ids`` on the plain backend, keeping every
+        block's input (and the last block's output) and attention probabilities."""
+        c = self.config
+        ids2d = checks.token_window(ids, c.vocab_size, c.n_ctx)
+        B, T = ids2d.shape
+        pos, allowed, _ = positions_and_mask(T, 0, None, None)
+        rot = rope_cos_sin(pos, c.head_size, c.rope_theta, self.dtype)
+        maps: list[np.ndarray] = []
+
+        def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Any) -> np.ndarray:
+            y, att = attention(q, k, v, mask)  # (B H_kv, G, T, T): grouped as the caller has it
+            maps.append(att.reshape(B, c.n_head, T, T))
+            return y
+
+        be = dataclasses.replace(PLAIN, attention=attend)
+        x = self.params["embed_tokens.weight"][ids2d]
+        states = [x]
+        for i in range(c.n_layer):
+            x = self.block(i, x, None, allowed, rot, be)
+            states.append(x)
+        if np.ndim(ids) == 1:
+            return [s[0] for s in states], [m[0] for m in maps]
+        return states, maps
 
     def block(
         self,

@@ -230,8 +230,27 @@ GGUF_TYPES = (
 _BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 
 
-def read_gguf(path: Path) -> tuple[dict[str, Any], Params]:
+def open_gguf(path: Path) -> Any:
+    """A ``gguf.GGUFReader`` of the file (reading its header takes seconds for a real model:
+    ``numpylm.load`` reads the model and the tokenizer from the one reader).
+
+    Raises:
+        CheckpointError: a file the ``gguf`` package cannot read.
+    """
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(path)
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError, EOFError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable GGUF file ({type(e).__name__}: {e}); it is corrupt, "
+            "truncated, or another kind of file"
+        ) from None
+
+
+def read_gguf(path: Path, reader: Any = None) -> tuple[dict[str, Any], Params]:
     """A GGUF file -> (``LlamaConfig``'s fields, every tensor as float32 under numpylm's name).
+    ``reader``: the file's ``open_gguf`` already made (None: it is opened here).
 
     The tensors are copied out of the file (so it can change or go away afterwards) and the
     query and key rows of ``llama`` files put back in Hugging Face's order (``_unpermute``).
@@ -240,16 +259,9 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], Params]:
         CheckpointError: a file the ``gguf`` package cannot read; anything numpylm does not
             compute, naming the key or tensor that asks for it.
     """
-    from gguf import GGUFReader
     from gguf.quants import dequantize
 
-    try:
-        reader = GGUFReader(path)
-    except (ValueError, KeyError, IndexError, TypeError, OverflowError, EOFError) as e:
-        raise CheckpointError(
-            f"{path} is not a readable GGUF file ({type(e).__name__}: {e}); it is corrupt, "
-            "truncated, or another kind of file"
-        ) from None
+    reader = open_gguf(path) if reader is None else reader
     fields = _gguf_config(reader, path)
     params: Params = {}
     for t in reader.tensors:
@@ -371,16 +383,18 @@ def read(
     path: str | os.PathLike[str],
     make: Callable[..., Config],
     shapes_of: Callable[[Config], Shapes],
+    *,
+    reader: Any = None,
 ) -> tuple[Config, Params]:
     """A ``.gguf`` file or a Hugging Face directory (``model_type`` ``llama``/``qwen2``) ->
     ``(make(**fields), params)``, the parameters checked against ``shapes_of(config)``
-    (``LlamaConfig`` and ``param_shapes``). Every refusal is a ``CheckpointError`` naming the
-    file."""
+    (``LlamaConfig`` and ``param_shapes``); ``reader``: a GGUF file's ``open_gguf``, if made.
+    Every refusal is a ``CheckpointError`` naming the file."""
     source = Path(path).expanduser()
     if source.suffix == GGUF_SUFFIX or source.is_file():
         if not source.is_file():
             raise FileNotFoundError(f"no GGUF file at {str(source)!r}: check the path")
-        fields, params = read_gguf(source)
+        fields, params = read_gguf(source, reader)
     else:
         hf, tensors, source = formats.read_model(path)
         fields = config_from_hf(hf, f"{source}/{checkpoint.CONFIG_FILE}")
