@@ -327,3 +327,37 @@ def test_grouped_query_attention_is_attention_with_repeated_heads(backend: str) 
         got = grouped_query_attention(get_backend(backend).attention, q, k, v, allowed)
         kr, vr = np.repeat(k, H // H_kv, axis=1), np.repeat(v, H // H_kv, axis=1)
         np.testing.assert_allclose(got, attention(q, kr, vr, allowed)[0], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"tie_word_embeddings": False}, {"qkv_bias": True, "n_kv_head": 9, "n_layer": 3}],
+)
+def test_the_parameter_count_is_the_table_summed(fields: dict[str, Any]) -> None:
+    """``LlamaConfig.num_params`` (what the memory check reads before building anything) is
+    the sum of ``param_shapes``, for tied and untied heads, with and without biases."""
+    from numpylm.models.llama.model import param_shapes
+
+    config = LlamaConfig(**fields)
+    shapes = param_shapes(config)
+    assert config.num_params() == sum(int(np.prod(s)) for s in shapes.values())
+    assert config.num_tensors() == len(shapes)
+
+
+def test_a_config_too_large_for_memory_is_refused_before_the_work(tmp_path: Path) -> None:
+    """A config.json asking for a billion layers is refused in one line with the numbers, from
+    the config alone: the n_layer-long table of parameters is never built."""
+    import json
+    import shutil
+    import time
+
+    folder = tmp_path / "huge"
+    shutil.copytree(FIXTURES / "tiny-llama", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"num_hidden_layers": 10**9}))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"^loading a model of [\d,]+ parameters from .* needs"):
+        Llama.from_pretrained(folder)
+    assert time.perf_counter() - start < 5
+    with pytest.raises(ValueError, match=r"^building a model of"):
+        Llama(LlamaConfig(n_layer=10**9))

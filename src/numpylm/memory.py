@@ -196,16 +196,22 @@ def check_model(config: Any, itemsize: int, doing: str, source: object = None) -
     (or the table of ``model.param_shapes``, n_layer entries long) is made.
 
     Args:
-        config: a ``GPTConfig`` (its ``vocab_size``, ``n_ctx``, ``n_layer`` and ``n_embd``).
+        config: a ``GPTConfig`` (its ``vocab_size``, ``n_ctx``, ``n_layer`` and ``n_embd``), or
+            a config that counts its own parameters and tensors (``LlamaConfig``:
+            ``num_params()``, ``num_tensors()``).
         itemsize: bytes per number of the model's dtype.
         doing: "building" (``model_bytes``) or "loading" (``loading_bytes``).
         source: the directory a loaded model comes from, for the message.
     """
-    shape = (config.vocab_size, config.n_ctx, config.n_layer, config.n_embd)
-    need = (loading_bytes if doing == "loading" else model_bytes)(*shape, itemsize)
+    if hasattr(config, "num_params"):  # another family: the same sums, its own counts
+        P, tensors = config.num_params(), config.num_tensors()
+    else:
+        shape = (config.vocab_size, config.n_ctx, config.n_layer, config.n_embd)
+        P, tensors = num_params(*shape), TENSORS_PER_LAYER * config.n_layer + 4
+    need = P * itemsize + tensors * PER_TENSOR
     where = f" from {source}" if source is not None else ""
     fits(
-        need,
-        f"{doing} a model of {num_params(*shape):,} parameters{where} ({config})",
+        2 * need if doing == "loading" else need,  # loading: the file's tensors, then the model's
+        f"{doing} a model of {P:,} parameters{where} ({config})",
         "use a smaller model (n_layer, n_embd, n_ctx or vocab_size)",
     )

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ... import checks
+from ... import checks, memory
 from ...io import formats
 from ...layers import (
     attention,
@@ -99,6 +99,19 @@ class LlamaConfig:
             value = checks.as_float(f"LlamaConfig.{name}", fields[name])
             checks.in_range(f"LlamaConfig.{name}", value, "a finite number > 0", value > 0)
 
+    def num_params(self) -> int:
+        """The parameters of a model of this shape (``param_shapes``, summed without building
+        it, so that a huge ``n_layer`` is refused before the table is made)."""
+        C, F, V = self.n_embd, self.n_hidden, self.vocab_size
+        Q, KV = self.n_head * self.head_size, self.n_kv_head * self.head_size
+        block = 2 * C + 2 * Q * C + 2 * KV * C + 3 * F * C + (Q + 2 * KV) * self.qkv_bias
+        return V * C * (1 if self.tie_word_embeddings else 2) + self.n_layer * block + C
+
+    def num_tensors(self) -> int:
+        """The number of arrays in ``param_shapes``."""
+        per_layer = 9 + 3 * self.qkv_bias
+        return 2 + self.n_layer * per_layer + (not self.tie_word_embeddings)
+
     @property
     def head_size(self) -> int:
         """Channels per attention head, ``D = n_embd // n_head``."""
@@ -164,8 +177,10 @@ class Llama:
         self.config, self.dtype, self.backend = config, np.dtype(dtype), get_backend(backend)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        shapes = param_shapes(config)
+        if params is None:  # loaded weights were checked before they were read
+            memory.check_model(config, self.dtype.itemsize, "building")
         params = init_params(config, seed, self.dtype) if params is None else params
+        shapes = param_shapes(config)
         formats.check_shapes(shapes, params, f"the config ({config})")
         self.params: dict[str, np.ndarray] = {
             k: np.asarray(v, dtype=self.dtype) for k, v in params.items()

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ... import memory
 from ...checks import positive_int
 from ...io import checkpoint, formats
 from ...io.checkpoint import CheckpointError
@@ -403,6 +404,7 @@ def read(
         config = make(**fields)
     except ValueError as e:
         raise CheckpointError(f"{source}: {e}") from e
+    memory.check_model(config, 4, "loading", source)  # before the n_layer-long table is made
     try:
         formats.check_shapes(shapes_of(config), params)
     except CheckpointError as e:
