@@ -223,11 +223,26 @@ def test_bf16_is_widened_exactly(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read.view(np.uint32), top.astype(np.uint32) << 16)
 
 
-def test_a_path_that_cannot_be_read(tmp_path: Path) -> None:
+def test_a_path_that_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a directory is refused by regular_file, before open() (which would wait on a FIFO)
     with pytest.raises(CheckpointError) as refused:
         read_safetensors(tmp_path)
     assert str(refused.value) == (
-        f"{tmp_path} could not be read (Is a directory): check that it is a file you can read"
+        f"{tmp_path.name} {str(tmp_path)!r} is a directory, not a file: numpylm reads a file "
+        "whole and sizes it first, so give the path of a regular file"
+    )
+    # a regular file open() refuses (chmod 000 for a user who is not root)
+    path = tmp_path / "w.safetensors"
+    checkpoint.write_safetensors(path, {"x": np.zeros(2, np.float32)})
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(checkpoint, "open", refuse, raising=False)
+    with pytest.raises(CheckpointError) as refused:
+        read_safetensors(path)
+    assert str(refused.value) == (
+        f"{path} could not be read (Permission denied): check that it is a file you can read"
     )
 
 

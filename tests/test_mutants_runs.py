@@ -217,20 +217,56 @@ def open_run(out: Path, kind: str = "train", **kw: Any) -> Any:
 
 
 def test_a_new_run_is_marked_and_locked_while_it_is_open(tmp_path: Path) -> None:
+    """The marker names the kind and the process; the lock is an flock on the directory itself
+    (no file is made to hold it), so a second opening, even from this process, is refused with
+    the holder named, and the lock is free once the first ``with`` ends."""
     out = tmp_path / "a" / "run"
+    pid = os.getpid()
     with open_run(out, "finetune") as opened:
         assert opened is None
         marker = json.loads((out / MARKER).read_text())
-        assert marker == {"kind": "finetune", "format": "numpylm-trainer-state-1"}
-        assert (out / ".lock").read_text() == f"numpylm finetune (pid {os.getpid()})\n"
-        with pytest.raises(
-            CheckpointError, match=rf"in use: numpylm finetune \(pid {os.getpid()}\)"
-        ):
+        assert marker == {"kind": "finetune", "format": "numpylm-trainer-state-1", "pid": pid}
+        assert os.listdir(out) == [MARKER]
+        with pytest.raises(CheckpointError) as refused:
             with open_run(out, "finetune"):
                 pass
-    assert (out / ".lock").read_text() == ""  # released, and no longer names this process
+        assert str(refused.value) == (
+            f"{out} is in use by process {pid} (numpylm finetune), which is writing a run "
+            "there: wait for it to finish, or choose another --out"
+        )
     with open_run(out, "finetune"):  # the lock is free again
         pass
+    assert os.listdir(out) == [MARKER]
+
+
+def test_a_holder_that_names_no_live_process_is_another_process(tmp_path: Path) -> None:
+    """While the directory is locked, a marker naming no live process (or no marker) gives
+    "another process", after waiting for the holder to write its marker."""
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        marker = {"format": "numpylm-trainer-state-1", "kind": "train", "pid": 2**22 + 1}
+        (out / MARKER).write_text(json.dumps(marker))  # above Linux's pid_max: not alive
+        with pytest.raises(CheckpointError) as refused:
+            with open_run(out):
+                pass
+        assert str(refused.value) == (
+            f"{out} is in use by another process, which is writing a run there: wait for it "
+            "to finish, or choose another --out"
+        )
+        for pid in (None, 0, -1, True, "1", 2**22 + 1):
+            (out / MARKER).write_text(json.dumps(marker | {"pid": pid}))
+            assert runs._holder(out) is None, pid
+        (out / MARKER).write_text(json.dumps(marker | {"pid": 1}))  # init: alive
+        assert runs._holder(out) == "process 1 (numpylm train)"
+        (out / MARKER).unlink()
+        assert runs._holder(out) is None
+    finally:
+        os.close(fd)
 
 
 def test_resuming_yields_the_checked_run(tmp_path: Path) -> None:
@@ -269,12 +305,25 @@ def test_saved_args_of_a_finetuning_run(tmp_path: Path) -> None:
         runs.saved_args(tmp_path, "finetune")
 
 
-def test_saved_args_finishes_a_committed_save_first(tmp_path: Path) -> None:
+def test_saved_args_reads_a_committed_save_and_repairs_nothing(tmp_path: Path) -> None:
+    """Readers never repair (the run's holder may be moving the save into place): the
+    committed state is read from ``.commit``, in preference to the older one beside it, and
+    not a file moves. Only a run's ``open_run`` rolls the save forward."""
     save(tmp_path, 1)
     (tmp_path / runs.COMMIT).mkdir()
-    os.replace(tmp_path / STATE, tmp_path / runs.COMMIT / STATE)
-    assert runs.saved_args(tmp_path, "train") == {"steps": 12, "lr": 0.01}
-    assert (tmp_path / STATE).is_file() and not (tmp_path / runs.COMMIT).exists()
+    committed = read_state(tmp_path) | {"step": 2, "args": {"steps": 99}}
+    (tmp_path / runs.COMMIT / STATE).write_text(json.dumps(committed))
+    before = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*.json")}
+    assert runs.saved_args(tmp_path, "train") == {"steps": 99}
+    assert runs.last_saved(tmp_path) == f"{tmp_path} keeps its last checkpoint, step 2"
+    with pytest.raises(CheckpointError, match=r"being moved into place .*\(\.commit is there\)"):
+        runs.load_checkpoint(tmp_path)
+    after = {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*.json")}
+    assert after == before
+    os.replace(tmp_path / runs.COMMIT / STATE, tmp_path / STATE)  # the move, finished by hand
+    assert runs.saved_args(tmp_path, "train") == {"steps": 99}  # an empty .commit is left
+    (tmp_path / runs.COMMIT).rmdir()
+    assert runs.saved_args(tmp_path, "train") == {"steps": 99}
 
 
 def test_nothing_to_resume(tmp_path: Path) -> None:
@@ -300,11 +349,21 @@ def test_a_run_saved_before_kinds_were_recorded_is_a_training_run(tmp_path: Path
     assert runs.saved_args(tmp_path, "train") == {"steps": 12, "lr": 0.01}
     with pytest.raises(CheckpointError, match="is not a fine-tuning run but a training run"):
         runs.saved_args(tmp_path, "finetune")
+    # a kind numpylm does not know is not numpylm's state; the message says why (it used to
+    # say "format 'numpylm-trainer-state-1', expected 'numpylm-trainer-state-1'")
     (tmp_path / STATE).write_text(json.dumps(state | {"kind": "dpo"}))
     with pytest.raises(CheckpointError) as refused:
         runs.saved_args(tmp_path, "train")
     assert str(refused.value) == (
-        f"{tmp_path / STATE} is not a training run but a dpo: resume it with numpylm train"
+        f"{tmp_path / STATE} is not a numpylm trainer state (kind 'dpo', expected 'train' or "
+        "'finetune')"
+    )
+    (tmp_path / STATE).write_text(json.dumps(state | {"step": 1.0}))
+    with pytest.raises(CheckpointError) as refused:
+        runs.saved_args(tmp_path, "train")
+    assert str(refused.value) == (
+        f"{tmp_path / STATE} is not a numpylm trainer state (it lacks the step or its files' "
+        "sha256)"
     )
 
 
@@ -333,27 +392,78 @@ def test_a_directory_holding_a_checkpoint_is_refused_and_kept(tmp_path: Path) ->
     save(tmp_path, 3)
     assert refusal(tmp_path) == (
         f"{tmp_path} already holds a training run (step 3): pass --resume to continue it, "
-        "choose another --out, or pass --overwrite to delete it and start again"
+        "or choose another --out, or pass --overwrite to delete it and start again"
+    )
+    (tmp_path / "README.md").write_text("notes")
+    assert refusal(tmp_path) == (
+        f"{tmp_path} already holds a training run (step 3): pass --resume to continue it, "
+        "or choose another --out; it also holds files numpylm did not write (README.md), so "
+        "--overwrite would refuse it"
+    )
+    assert refusal(tmp_path, overwrite=True) == (
+        f"--overwrite deletes only what numpylm wrote, and {tmp_path} holds files it did not "
+        "write: README.md. Nothing was deleted: move those away, or choose another --out"
     )
 
 
 def test_a_save_committed_before_any_checkpoint_is_a_run(tmp_path: Path) -> None:
-    (tmp_path / runs.COMMIT).mkdir()  # the first save crashed after its commit point
-    assert refusal(tmp_path).startswith(f"{tmp_path} already holds a training run (step ?): ")
+    """The first save crashed after its commit point: the directory holds the marker and a
+    ``.commit`` with the whole checkpoint. It is a run with that step, and resuming rolls the
+    save forward."""
+    save(tmp_path / "saved", 1)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / MARKER).write_text(json.dumps({"format": "numpylm-trainer-state-1", "kind": "train"}))
+    os.replace(tmp_path / "saved", out / runs.COMMIT)
+    assert refusal(out).startswith(f"{out} already holds a training run (step 1): ")
+    assert runs.survey(out).foreign == []
+    with open_run(out, resume=True) as run:
+        assert run.step == 1
+    assert sorted(os.listdir(out)) == sorted([MARKER, *read_state(out)["files"], STATE])
+
+    # an empty .commit without a marker is not a run: numpylm writes its marker first
+    (tmp_path / "empty" / runs.COMMIT).mkdir(parents=True)
+    assert refusal(tmp_path / "empty").startswith(
+        f"{tmp_path / 'empty'} is not empty (.commit) and is not a numpylm run: "
+    )
 
 
 @pytest.mark.parametrize(
-    ("started", "described"),
-    [("finetune", "a fine-tuning run"), ("other", "a run of another kind")],
+    ("started", "refused"),
+    [
+        (
+            {"kind": "finetune", "format": "numpylm-trainer-state-1", "pid": 1},
+            "{out} holds a fine-tuning run that was stopped before its first checkpoint: "
+            "choose another --out, or pass --overwrite to delete it and start again",
+        ),
+        (  # an unknown kind, or another format: not numpylm's marker
+            {"kind": "other", "format": "numpylm-trainer-state-1"},
+            "{out} is not empty (.numpylm-run) and is not a numpylm run: nothing in it is "
+            "changed, and --overwrite would not delete it either. Choose another --out (a new "
+            "or empty directory)",
+        ),
+        (
+            {"kind": "finetune", "format": "x"},
+            "{out} is not empty (.numpylm-run) and is not a numpylm run: nothing in it is "
+            "changed, and --overwrite would not delete it either. Choose another --out (a new "
+            "or empty directory)",
+        ),
+    ],
 )
 def test_a_run_of_another_kind_stopped_early_is_refused(
-    tmp_path: Path, started: str, described: str
+    tmp_path: Path, started: dict[str, Any], refused: str
 ) -> None:
-    (tmp_path / MARKER).write_text(json.dumps({"kind": started, "format": "x"}))
-    assert refusal(tmp_path) == (
-        f"{tmp_path} holds {described} that was stopped before its first checkpoint: choose "
-        "another --out, or pass --overwrite"
-    )
+    (tmp_path / MARKER).write_text(json.dumps(started))
+    assert refusal(tmp_path) == refused.format(out=tmp_path)
+    if started["format"] == "x":
+        return
+    if started["kind"] == "finetune":  # a run of the same kind starts again in it
+        with open_run(tmp_path, "finetune"):
+            pass
+        with open_run(tmp_path, overwrite=True):  # --overwrite deletes it
+            assert json.loads((tmp_path / MARKER).read_text())["kind"] == "train"
+    else:
+        assert refusal(tmp_path, overwrite=True).startswith("--overwrite deletes only what ")
 
 
 @pytest.mark.parametrize(
@@ -366,8 +476,8 @@ def test_a_user_folder_is_refused_naming_at_most_five_files(
         (tmp_path / f"n{i}").write_text("mine")
     assert refusal(tmp_path) == (
         f"{tmp_path} is not empty ({listed}) and is not a numpylm run: nothing in it is "
-        "overwritten. Choose another --out (a new or empty directory), or pass --overwrite to "
-        "delete everything in it first"
+        "changed, and --overwrite would not delete it either. Choose another --out (a new or "
+        "empty directory)"
     )
 
 
@@ -394,10 +504,11 @@ def test_a_file_is_not_a_run_directory(tmp_path: Path) -> None:
 
 
 def test_overwrite_replaces_a_run_with_a_fresh_one(tmp_path: Path) -> None:
-    save(tmp_path, 3)
+    save(tmp_path, 3, kind="finetune")
     (tmp_path / runs.INCOMING).mkdir()
     with open_run(tmp_path, overwrite=True):
-        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", MARKER]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [MARKER]
+        assert json.loads((tmp_path / MARKER).read_text())["kind"] == "train"
 
 
 def test_out_may_not_be_or_hold_what_the_run_reads(tmp_path: Path) -> None:
