@@ -497,3 +497,75 @@ def test_more_messages_in_full(tmp_path: Path) -> None:
     assert why(tmp_path, blob(None, raw=b'{"x": ' + number.encode() + b".5}")) == (
         f"the header is not valid JSON: the number {number[:30]} is out of range"
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# The Hub (offline: huggingface_hub's snapshot_download stood in for)
+
+
+def hub_error(cls: type[Exception]) -> Exception:
+    """An error of huggingface_hub's without the HTTP response its constructor wants."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, "the Hub said no")
+    return error
+
+
+def test_a_hub_id_is_fetched_with_the_files_numpylm_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    asked: list[tuple[str, Any]] = []
+
+    def snapshot_download(repo_id: str, **kw: Any) -> str:
+        asked.append((repo_id, kw))
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert checkpoint.resolve("openai-community/gpt2") == tmp_path
+    assert asked == [("openai-community/gpt2", {"allow_patterns": list(checkpoint.HUB_FILES)})]
+
+
+def test_each_hub_failure_is_a_checkpoint_error_naming_the_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    cases: list[tuple[Exception, str]] = [
+        (
+            hub_error(errors.GatedRepoError),
+            "the Hub model 'org/m' is gated: accept its licence on the Hub and log in with "
+            "`huggingface-cli login`",
+        ),
+        (
+            hub_error(errors.RepositoryNotFoundError),
+            "no model 'org/m' on the Hugging Face Hub and no local directory of that name: check "
+            "the spelling (GPT-2 ids: gpt2, gpt2-medium, gpt2-large, gpt2-xl)",
+        ),
+        (
+            errors.LocalEntryNotFoundError("not cached"),
+            "could not fetch 'org/m': it is not in the local Hugging Face cache and the Hub could "
+            "not be reached (offline, or HF_HUB_OFFLINE=1). Connect once to download it, or pass "
+            "the path of a local model directory",
+        ),
+        (
+            hub_error(errors.HfHubHTTPError),
+            "could not fetch 'org/m' from the Hugging Face Hub: the Hub said no",
+        ),
+        (OSError("disk"), "could not fetch 'org/m' from the Hugging Face Hub: disk"),
+        (ValueError("bad id"), "could not fetch 'org/m' from the Hugging Face Hub: bad id"),
+    ]
+    for error, message in cases:
+
+        def snapshot_download(repo_id: str, error: Exception = error, **kw: Any) -> str:
+            raise error
+
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+        with pytest.raises(CheckpointError) as refused:
+            checkpoint.resolve("org/m")
+        assert str(refused.value) == message
+        assert refused.value.__cause__ is error
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # anything else is not the Hub's: not hidden
+        checkpoint.resolve("org/m")
