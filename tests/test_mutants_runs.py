@@ -269,7 +269,8 @@ def test_a_holder_that_names_no_live_process_is_another_process(tmp_path: Path) 
         try:  # a live process; signal 0 must only ask about it, never signal it
             (out / MARKER).write_text(json.dumps(marker | {"pid": alive.pid}))
             assert runs._holder(out) == f"process {alive.pid} (numpylm train)"
-            assert alive.poll() is None
+            with pytest.raises(subprocess.TimeoutExpired):  # not signalled: still running
+                alive.wait(timeout=0.3)
         finally:
             alive.kill()
             alive.wait()
@@ -300,6 +301,18 @@ def test_resuming_on_other_data_or_dtype_or_kind_is_refused(tmp_path: Path) -> N
     ):
         with open_run(tmp_path, "finetune", resume=True):
             pass
+
+
+def test_the_holder_is_asked_about_with_signal_0_even_as_process_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a container numpylm may itself be process 1; the check sends no real signal."""
+    asked: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: asked.append((pid, sig)))
+    marker = {"format": "numpylm-trainer-state-1", "kind": "finetune", "pid": 1}
+    (tmp_path / MARKER).write_text(json.dumps(marker))
+    assert runs._holder(tmp_path) == "process 1 (numpylm finetune)"
+    assert asked == [(1, 0)]
 
 
 def test_saved_args_of_a_finetuning_run(tmp_path: Path) -> None:
@@ -673,6 +686,12 @@ def damage_run(out: Path, how: str) -> None:
         state["files"] = {"config.json": state["files"]["config.json"]}
         (out / runs.COMMIT / STATE).write_text(json.dumps(state))
         (out / runs.COMMIT / "model.safetensors").write_bytes(b"w")
+    elif how == "a .commit holding a folder":
+        (out / runs.COMMIT).mkdir()
+        (out / runs.COMMIT / "model.safetensors").mkdir()
+        (out / runs.COMMIT / STATE).write_text(json.dumps(read_state(out)))
+    elif how == "a folder in .incoming":
+        (out / runs.INCOMING / "vocab.json").mkdir()
     elif how == "a .incoming of the user's":
         (out / runs.INCOMING / "thesis.tex").write_text("chapter 1")
     elif how == "a checkpoint file that is a folder":
@@ -717,6 +736,8 @@ FOREIGN_ENTRIES = {
     "a .commit file": [".commit"],
     "a .commit without its state": [".commit"],
     "a .commit with a file its state does not list": [".commit"],
+    "a .commit holding a folder": [".commit"],
+    "a folder in .incoming": [".incoming"],
     "a .incoming of the user's": [".incoming"],
     "a checkpoint file that is a folder": ["merges.txt"],
     "a temporary of the user's": [".thesis.tex.ab_12.tmp"],
@@ -734,6 +755,13 @@ def test_survey_names_each_entry_numpylm_did_not_write(
     kind, step, mine, found = sorted_survey(out)
     assert (kind, step, found) == ("train", 2, foreign)
     assert sorted(mine + [f.split(" (")[0] for f in found]) == sorted(os.listdir(out))
+
+
+def test_an_empty_commit_is_a_save_whose_files_were_all_moved(tmp_path: Path) -> None:
+    out = full_run(tmp_path / "run")
+    (out / runs.COMMIT).mkdir()
+    assert sorted_survey(out) == ("train", 2, sorted(os.listdir(out)), [])
+    assert not runs._holds_only(tmp_path / "missing", bool)  # nothing there: not a folder
 
 
 def test_a_trainer_state_not_numpylms_leaves_the_checkpoint_unlisted(tmp_path: Path) -> None:
@@ -769,6 +797,7 @@ def test_verify_names_a_checkpoint_file_changed_since_it_was_saved(tmp_path: Pat
     with open(out / "vocab.json", "a") as f:
         f.write(" ")
     assert sorted_survey(out)[3] == []  # listed, and not checked without verify
+    assert runs.survey(out).foreign == []  # which is the default
     assert sorted_survey(out, verify=True)[3] == ["vocab.json (changed since numpylm saved it)"]
 
 
@@ -878,6 +907,7 @@ def test_resuming_refuses_what_is_not_a_run_with_a_checkpoint(tmp_path: Path) ->
 def test_resuming_refuses_a_users_file_where_the_run_writes(tmp_path: Path) -> None:
     out = full_run(tmp_path / "run")
     (out / "README.md").write_text("notes")  # harmless: resuming leaves it alone
+    (out / "data old").write_text("notes")  # named like a run's entry, but not one
     with open_run(out, resume=True) as run:
         assert run.step == 2
     assert (out / "README.md").read_text() == "notes"
