@@ -569,3 +569,107 @@ def test_each_hub_failure_is_a_checkpoint_error_naming_the_id(
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # anything else is not the Hub's: not hidden
         checkpoint.resolve("org/m")
+
+
+# ------------------------------------------------------------------------------------------------
+# What is not a regular file, and the temporary file of a write
+
+
+def test_regular_file_says_what_a_path_is(tmp_path: Path) -> None:
+    import socket
+
+    from numpylm.io.checkpoint import regular_file
+
+    (tmp_path / "f.bin").write_bytes(b"12345")
+    assert regular_file(tmp_path / "f.bin", "the data file") == 5
+    with pytest.raises(FileNotFoundError) as missing:
+        regular_file(tmp_path / "gone", "the data file")
+    assert str(missing.value) == f"no the data file at {str(tmp_path / 'gone')!r}: check the path"
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError) as missing:
+        regular_file(tmp_path / "link", "vocab.json", "hint")
+    assert str(missing.value) == (
+        f"vocab.json {str(tmp_path / 'link')!r} is a symbolic link to "
+        f"{str(tmp_path / 'nowhere')!r}, which does not exist"
+    )
+    with pytest.raises(CheckpointError) as refused:
+        regular_file(tmp_path / "f.bin" / "x", "x")  # a path through a file
+    assert (
+        str(refused.value) == f"x {str(tmp_path / 'f.bin' / 'x')!r} cannot be read: Not a directory"
+    )
+    os.mkfifo(tmp_path / "fifo")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock"))
+    try:
+        for path, kind in [
+            (tmp_path, "a directory"),
+            (tmp_path / "fifo", "a named pipe (FIFO)"),
+            (Path("/dev/null"), "a device"),
+            (tmp_path / "sock", "a socket"),
+        ]:
+            with pytest.raises(CheckpointError) as refused:
+                regular_file(path, "w")
+            assert str(refused.value) == (
+                f"w {str(path)!r} is {kind}, not a file: numpylm reads a file whole and sizes "
+                "it first, so give the path of a regular file"
+            )
+    finally:
+        server.close()
+
+
+def test_each_reader_names_the_file_that_is_not_a_file(tmp_path: Path) -> None:
+    (tmp_path / "c.json").mkdir()
+    with pytest.raises(CheckpointError, match=r"^c\.json '.*' is a directory, not a file"):
+        checkpoint.read_json(tmp_path / "c.json")
+    (tmp_path / "model.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match=r"^model\.safetensors '.*' is a directory"):
+        checkpoint.weight_files(tmp_path)
+
+
+def test_the_temporary_file_is_one_a_run_recognises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed while writing leaves ``.NAME.XXXXXXXX.tmp`` beside NAME: the run
+    directory counts it as numpylm's by that name (``runs._temporary_of``)."""
+    from numpylm.training import runs
+
+    path = tmp_path / "config.json"
+    seen: list[Path] = []
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        seen.append(Path(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    checkpoint.write_json(path, {"a": "é"})
+    assert path.read_text(encoding="utf-8") == '{\n  "a": "é"\n}\n'
+    assert len(seen) == 1 and seen[0].parent == tmp_path
+    seen[0].write_text("left by a crash")
+    assert runs._temporary_of(seen[0]) == "config.json"
+
+
+def test_a_failed_write_names_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"old")
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")  # as a write to a full disk: no filename
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as failed:
+        checkpoint.atomic_write_bytes(path, b"new")
+    assert (failed.value.errno, failed.value.strerror) == (28, "No space left on device")
+    assert failed.value.filename == str(path)
+    assert os.listdir(tmp_path) == ["w.bin"] and path.read_bytes() == b"old"
+    named = OSError(5, "Input/output error", "elsewhere")
+    for error in (named, KeyboardInterrupt()):
+
+        def fail(fd: int, error: BaseException = error) -> None:
+            raise error
+
+        monkeypatch.setattr(os, "fsync", fail)
+        with pytest.raises(BaseException) as raised:
+            checkpoint.atomic_write_bytes(path, b"new")
+        assert raised.value is error  # already names its file, or not an OSError: as it is
+        assert os.listdir(tmp_path) == ["w.bin"]
