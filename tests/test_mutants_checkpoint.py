@@ -223,11 +223,26 @@ def test_bf16_is_widened_exactly(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read.view(np.uint32), top.astype(np.uint32) << 16)
 
 
-def test_a_path_that_cannot_be_read(tmp_path: Path) -> None:
+def test_a_path_that_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a directory is refused by regular_file, before open() (which would wait on a FIFO)
     with pytest.raises(CheckpointError) as refused:
         read_safetensors(tmp_path)
     assert str(refused.value) == (
-        f"{tmp_path} could not be read (Is a directory): check that it is a file you can read"
+        f"{tmp_path.name} {str(tmp_path)!r} is a directory, not a file: numpylm reads a file "
+        "whole and sizes it first, so give the path of a regular file"
+    )
+    # a regular file open() refuses (chmod 000 for a user who is not root)
+    path = tmp_path / "w.safetensors"
+    checkpoint.write_safetensors(path, {"x": np.zeros(2, np.float32)})
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(checkpoint, "open", refuse, raising=False)
+    with pytest.raises(CheckpointError) as refused:
+        read_safetensors(path)
+    assert str(refused.value) == (
+        f"{path} could not be read (Permission denied): check that it is a file you can read"
     )
 
 
@@ -482,3 +497,179 @@ def test_more_messages_in_full(tmp_path: Path) -> None:
     assert why(tmp_path, blob(None, raw=b'{"x": ' + number.encode() + b".5}")) == (
         f"the header is not valid JSON: the number {number[:30]} is out of range"
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# The Hub (offline: huggingface_hub's snapshot_download stood in for)
+
+
+def hub_error(cls: type[Exception]) -> Exception:
+    """An error of huggingface_hub's without the HTTP response its constructor wants."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, "the Hub said no")
+    return error
+
+
+def test_a_hub_id_is_fetched_with_the_files_numpylm_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    asked: list[tuple[str, Any]] = []
+
+    def snapshot_download(repo_id: str, **kw: Any) -> str:
+        asked.append((repo_id, kw))
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert checkpoint.resolve("openai-community/gpt2") == tmp_path
+    assert asked == [("openai-community/gpt2", {"allow_patterns": list(checkpoint.HUB_FILES)})]
+
+
+def test_each_hub_failure_is_a_checkpoint_error_naming_the_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    cases: list[tuple[Exception, str]] = [
+        (
+            hub_error(errors.GatedRepoError),
+            "the Hub model 'org/m' is gated: accept its licence on the Hub and log in with "
+            "`huggingface-cli login`",
+        ),
+        (
+            hub_error(errors.RepositoryNotFoundError),
+            "no model 'org/m' on the Hugging Face Hub and no local directory of that name: check "
+            "the spelling (GPT-2 ids: gpt2, gpt2-medium, gpt2-large, gpt2-xl)",
+        ),
+        (
+            errors.LocalEntryNotFoundError("not cached"),
+            "could not fetch 'org/m': it is not in the local Hugging Face cache and the Hub could "
+            "not be reached (offline, or HF_HUB_OFFLINE=1). Connect once to download it, or pass "
+            "the path of a local model directory",
+        ),
+        (
+            hub_error(errors.HfHubHTTPError),
+            "could not fetch 'org/m' from the Hugging Face Hub: the Hub said no",
+        ),
+        (OSError("disk"), "could not fetch 'org/m' from the Hugging Face Hub: disk"),
+        (ValueError("bad id"), "could not fetch 'org/m' from the Hugging Face Hub: bad id"),
+    ]
+    for error, message in cases:
+
+        def snapshot_download(repo_id: str, error: Exception = error, **kw: Any) -> str:
+            raise error
+
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+        with pytest.raises(CheckpointError) as refused:
+            checkpoint.resolve("org/m")
+        assert str(refused.value) == message
+        assert refused.value.__cause__ is error
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # anything else is not the Hub's: not hidden
+        checkpoint.resolve("org/m")
+
+
+# ------------------------------------------------------------------------------------------------
+# What is not a regular file, and the temporary file of a write
+
+
+def test_regular_file_says_what_a_path_is(tmp_path: Path) -> None:
+    import socket
+
+    from numpylm.io.checkpoint import regular_file
+
+    (tmp_path / "f.bin").write_bytes(b"12345")
+    assert regular_file(tmp_path / "f.bin", "the data file") == 5
+    with pytest.raises(FileNotFoundError) as missing:
+        regular_file(tmp_path / "gone", "the data file")
+    assert str(missing.value) == f"no the data file at {str(tmp_path / 'gone')!r}: check the path"
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError) as missing:
+        regular_file(tmp_path / "link", "vocab.json", "hint")
+    assert str(missing.value) == (
+        f"vocab.json {str(tmp_path / 'link')!r} is a symbolic link to "
+        f"{str(tmp_path / 'nowhere')!r}, which does not exist"
+    )
+    with pytest.raises(CheckpointError) as refused:
+        regular_file(tmp_path / "f.bin" / "x", "x")  # a path through a file
+    assert (
+        str(refused.value) == f"x {str(tmp_path / 'f.bin' / 'x')!r} cannot be read: Not a directory"
+    )
+    os.mkfifo(tmp_path / "fifo")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock"))
+    try:
+        for path, kind in [
+            (tmp_path, "a directory"),
+            (tmp_path / "fifo", "a named pipe (FIFO)"),
+            (Path("/dev/null"), "a device"),
+            (tmp_path / "sock", "a socket"),
+        ]:
+            with pytest.raises(CheckpointError) as refused:
+                regular_file(path, "w")
+            assert str(refused.value) == (
+                f"w {str(path)!r} is {kind}, not a file: numpylm reads a file whole and sizes "
+                "it first, so give the path of a regular file"
+            )
+    finally:
+        server.close()
+
+
+def test_each_reader_names_the_file_that_is_not_a_file(tmp_path: Path) -> None:
+    (tmp_path / "c.json").mkdir()
+    with pytest.raises(CheckpointError, match=r"^c\.json '.*' is a directory, not a file"):
+        checkpoint.read_json(tmp_path / "c.json")
+    (tmp_path / "model.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match=r"^model\.safetensors '.*' is a directory"):
+        checkpoint.weight_files(tmp_path)
+
+
+def test_the_temporary_file_is_one_a_run_recognises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed while writing leaves ``.NAME.XXXXXXXX.tmp`` beside NAME: the run
+    directory counts it as numpylm's by that name (``runs._temporary_of``)."""
+    from numpylm.training import runs
+
+    path = tmp_path / "config.json"
+    seen: list[Path] = []
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        seen.append(Path(src))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    checkpoint.write_json(path, {"a": "é"})
+    assert path.read_text(encoding="utf-8") == '{\n  "a": "é"\n}\n'
+    assert len(seen) == 1 and seen[0].parent == tmp_path
+    seen[0].write_text("left by a crash")
+    assert runs._temporary_of(seen[0]) == "config.json"
+
+
+def test_a_failed_write_names_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"old")
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")  # as a write to a full disk: no filename
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as failed:
+        checkpoint.atomic_write_bytes(path, b"new")
+    assert (failed.value.errno, failed.value.strerror) == (28, "No space left on device")
+    assert failed.value.filename == str(path)
+    assert os.listdir(tmp_path) == ["w.bin"] and path.read_bytes() == b"old"
+    named = OSError(5, "Input/output error", "elsewhere")
+    for error in (named, KeyboardInterrupt()):
+
+        def fail(fd: int, error: BaseException = error) -> None:
+            raise error
+
+        monkeypatch.setattr(os, "fsync", fail)
+        with pytest.raises(BaseException) as raised:
+            checkpoint.atomic_write_bytes(path, b"new")
+        assert raised.value is error  # already names its file, or not an OSError: as it is
+        assert os.listdir(tmp_path) == ["w.bin"]

@@ -154,9 +154,12 @@ def test_a_missing_file_is_named(tok: Tokenizer, tmp_path: Path) -> None:
     (tmp_path / "merges.txt").unlink()
     with pytest.raises(
         FileNotFoundError,
-        match=rf"^{tmp_path} has no merges\.txt; a GPT-2 "
-        r"tokenizer needs vocab\.json and merges\.txt$",
+        match=rf"^no merges\.txt at '{tmp_path}/merges\.txt': {tmp_path} has no merges\.txt, "
+        r"and a GPT-2 tokenizer needs vocab\.json and merges\.txt$",
     ):
+        Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "merges.txt").mkdir()  # not a file: refused before it is opened
+    with pytest.raises(CheckpointError, match=r"^merges\.txt '.*merges\.txt' is a directory, "):
         Tokenizer.from_pretrained(tmp_path)
 
 

@@ -660,10 +660,13 @@ def read_state(path: Path) -> dict[str, Any]:
     """Read a ``trainer_state.json``, refusing one that numpylm did not write."""
     document = checkpoint.read_json(path)
     if not _is_state(document):
-        raise CheckpointError(
-            f"{path} is not a numpylm trainer state (format {document.get('format')!r}, "
-            f"expected {STATE_FORMAT!r}, with the step and its files' sha256)"
-        )
+        if document.get("format") != STATE_FORMAT:
+            why = f"format {document.get('format')!r}, expected {STATE_FORMAT!r}"
+        elif document.get("kind", "train") not in KINDS:
+            why = f"kind {document.get('kind')!r}, expected 'train' or 'finetune'"
+        else:
+            why = "it lacks the step or its files' sha256"
+        raise CheckpointError(f"{path} is not a numpylm trainer state ({why})")
     return document
 
 
