@@ -106,3 +106,42 @@ def pool_threads(monkeypatch: pytest.MonkeyPatch) -> set[str]:
 
     monkeypatch.setattr(parallel, "run", recording_run)
     return names
+
+
+# SmolLM2-135M-Instruct (``numpylm download smollm2``, or $NUMPYLM_SMOLLM2): read once per test
+# session, by numpylm and by transformers, since each reading takes seconds.
+SMOLLM2_ENV = "NUMPYLM_SMOLLM2"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2's GGUF file, or a skip saying how to get it."""
+    from numpylm.download import cache_dir, spec
+
+    path = Path(os.environ.get(SMOLLM2_ENV) or cache_dir() / spec("smollm2").filename)
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: run `numpylm download smollm2` or set {SMOLLM2_ENV}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_model(smollm2_gguf: Path) -> tuple[object, object]:
+    """``numpylm.load`` of SmolLM2's file: (model, tokenizer)."""
+    import numpylm
+
+    return numpylm.load(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_gguf: Path) -> tuple[object, object]:
+    """transformers' own reading of the same file: (model in float32, tokenizer)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gguf")
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    path = smollm2_gguf
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    ).eval()
+    return hf, transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)

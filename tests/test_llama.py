@@ -4,7 +4,6 @@ writes (and reads back from numpylm), a tiny quantised GGUF file written here wi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from numpylm.models.llama.weights import config_from_hf
 
 F32_TOL = 1e-4
 FIXTURES = Path(__file__).parent / "fixtures"
-SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def maker() -> Any:
@@ -225,29 +223,12 @@ def test_fixture_configs() -> None:
 # SmolLM2-135M-Instruct, from the real file
 
 
-def smollm2_path() -> Path:
-    from numpylm.download import cache_dir
-
-    path = Path(os.environ.get("NUMPYLM_SMOLLM2", cache_dir() / SMOLLM2))
-    if not path.is_file():
-        pytest.skip(f"{path} is absent: run `numpylm download smollm2` or set NUMPYLM_SMOLLM2")
-    return path
-
-
 @pytest.fixture(scope="module")
-def smollm2() -> Any:
-    path = smollm2_path()
-    pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    import torch
-
-    hf = transformers.AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32
-    ).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+def smollm2(smollm2_model: Any, smollm2_hf: Any) -> Any:
+    hf, tok = smollm2_hf
     messages = [{"role": "user", "content": "Who was the first president?"}]
     ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
-    return Llama.from_pretrained(path), hf, tok, np.array(ids)
+    return smollm2_model[0], hf, tok, np.array(ids)
 
 
 @pytest.mark.slow
@@ -261,16 +242,12 @@ def test_smollm2_logits_match_transformers(smollm2: Any) -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_cache_and_greedy_answer_match_transformers(smollm2: Any) -> None:
-    import torch
-
-    model, hf, tok, ids = smollm2
-    end = tok.convert_tokens_to_ids("<|im_end|>")
-    ref = hf.generate(torch.tensor(ids[None]), max_new_tokens=40, do_sample=False,
-                      eos_token_id=end)[0].tolist()  # fmt: skip
-    out = list(generate(model, ids, 40, temperature=0.0, eos_id=end))
-    assert out == ref, (tok.decode(out[len(ids) :]), tok.decode(ref[len(ids) :]))
-    full = model(np.array(out))  # the cache's decode steps equal the full recompute
+def test_smollm2_cache_decode_equals_the_full_recompute(smollm2: Any) -> None:
+    """Prefill and 16 decode steps through the growing cache give the logits of one pass over
+    the whole sequence (transformers' greedy answer is compared in test_llama_loading)."""
+    model, _, _, ids = smollm2
+    out = list(generate(model, ids, 16, temperature=0.0))
+    full = model(np.array(out))
     cache = model.new_cache()
     steps = [model(ids, cache)] + [model(np.array([t]), cache) for t in out[len(ids) :]]
     assert np.abs(np.concatenate(steps)[: len(out)] - full).max() <= 1e-4

@@ -12,7 +12,6 @@ with ``<|im_end|>``). SmolLM2 is read from the cache (``numpylm download smollm2
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,11 +26,11 @@ from numpylm.cli import main
 from numpylm.generation import generate
 from numpylm.generation.streaming import complete, prompt_ids, stream
 from numpylm.io.checkpoint import CheckpointError
+from numpylm.io.loading import locate
 from numpylm.models.gpt2.model import GPT
 from numpylm.models.llama import Llama, LlamaConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 QUESTION = "Who was the first president?"
 TOL = 1e-4
 
@@ -271,30 +270,17 @@ def test_hidden_states_attention_maps_and_loss_match_transformers(name: str) -> 
 # SmolLM2-135M-Instruct, from the real file
 
 
-def smollm2_path() -> Path:
-    path = Path(os.environ.get("NUMPYLM_SMOLLM2", dl.cache_dir() / SMOLLM2))
-    if not path.is_file():
-        pytest.skip(f"{path} is absent: run `numpylm download smollm2` or set NUMPYLM_SMOLLM2")
-    return path
-
-
 @pytest.mark.slow
 def test_smollm2_answers_in_its_chat_template_and_stops_as_transformers(
-    monkeypatch: pytest.MonkeyPatch,
+    smollm2_gguf: Path, smollm2_model: Any, smollm2_hf: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = smollm2_path()
-    transformers = torch_and_transformers()
-    pytest.importorskip("gguf")
     import torch
 
-    if os.environ.get("NUMPYLM_SMOLLM2"):  # load("smollm2") reads the cache
-        monkeypatch.setenv(dl.CACHE_ENV, str(path.parent))
-    model, tok = numpylm.load("smollm2")
+    monkeypatch.setenv(dl.CACHE_ENV, str(smollm2_gguf.parent))
+    assert locate("smollm2") == smollm2_gguf  # what load("smollm2") reads (loaded once, shared)
+    model, tok = smollm2_model
     assert isinstance(model, Llama) and model.num_params() == 134_515_008
-    hf = transformers.AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32
-    ).eval()
-    ref_tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    hf, ref_tok = smollm2_hf
     messages = [{"role": "user", "content": QUESTION}]
     ids = ref_tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
     assert prompt_ids(tok, QUESTION) == list(ids)

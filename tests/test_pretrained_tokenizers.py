@@ -18,7 +18,6 @@ Two vocabularies are used:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,6 @@ from numpylm.tokens.tokenizer import Tokenizer
 tokenizers = pytest.importorskip("tokenizers")
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny-bpe"
-SMOLLM2_ENV = "NUMPYLM_SMOLLM2"
-SMOLLM2_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 TRICKY = [
     "Hello world",
@@ -436,24 +433,16 @@ def test_template_helpers_behave_as_in_transformers() -> None:
 # --- SmolLM2 -----------------------------------------------------------------------------------
 
 
-def smollm2_path() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "numpylm"
-    path = Path(os.environ.get(SMOLLM2_ENV) or default / SMOLLM2_NAME)
-    if not path.is_file():
-        pytest.skip(f"{path} is absent: set {SMOLLM2_ENV} to SmolLM2's GGUF file to run this test")
-    return path
-
-
 @pytest.fixture(scope="module")
-def smollm2_reader() -> Any:
+def smollm2_reader(smollm2_gguf: Path) -> Any:
     from gguf import GGUFReader
 
-    return GGUFReader(smollm2_path())
+    return GGUFReader(smollm2_gguf)
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_reader: Any) -> Tokenizer:
-    return tokenizer_from_gguf(smollm2_reader)
+def smollm2(smollm2_model: tuple[Any, Tokenizer]) -> Tokenizer:
+    return smollm2_model[1]  # numpylm.load's, made by tokenizer_from_gguf
 
 
 @pytest.fixture(scope="module")
