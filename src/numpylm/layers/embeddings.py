@@ -94,5 +94,6 @@ def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     Returns:
         (B, H, T, D), rotated.
     """
-    x1, x2 = np.split(x, 2, axis=-1)  # 2 x (B, H, T, D/2)
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]  # 2 x (B, H, T, D/2): views (np.split costs twice)
     return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
