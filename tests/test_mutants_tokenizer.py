@@ -342,3 +342,65 @@ def test_long_runs_cut_where_tiktoken_cuts() -> None:
     n = tokenizer_module.LONG_WHITESPACE
     for text in ("a" + " " * n, "a" + " " * (n + 1), "a" + " " * (n + 1) + "b", " " * n + "b"):
         assert spaced._encode_long(text) == spaced.encoding.encode_ordinary(text)
+
+
+def test_short_keeps_forty_characters_and_cuts_forty_one(tok: Tokenizer) -> None:
+    forty = "x" * 38  # its repr, quotes included, is 40 characters long
+    with pytest.raises(TypeError, match=rf"got str '{forty}'; to turn"):
+        tok.decode(forty)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=rf"got str '{'x' * 36}\.\.\.; to turn"):
+        tok.decode(forty + "x")  # type: ignore[arg-type]
+
+
+def test_ranks_from_vocab_at_its_exact_edges() -> None:
+    vocab, merges = vocab_and_merges()
+    del vocab["<|endoftext|>"]
+    assert refused(vocab | {"he": 258}, merges) == (  # one past the last id: a gap of one
+        "V: token 'he' has the id 258, but its 258 tokens should have the ids 0..257, with no gaps"
+    )
+    assert refused(vocab, [("Ġ", "t"), ("Ġ", "t")]) == (
+        "M: merge 2 ('Ġ' + 't') should create token 257 but V gives 256: the ids do not follow "
+        "the merge order"
+    )
+
+
+def test_from_pretrained_names_its_files_and_itself(tok: Tokenizer, tmp_path: Path) -> None:
+    d = tmp_path / "my-tokenizer"
+    tok.save_pretrained(d)
+    assert Tokenizer.from_pretrained(d).encoding.name == "my-tokenizer"
+    vocab = json.loads((d / "vocab.json").read_text(encoding="utf-8"))
+    (d / "vocab.json").write_text(json.dumps(vocab | {"ll": 300}), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=rf"^{d / 'vocab.json'}: token 'll' has the id 300"):
+        Tokenizer.from_pretrained(d)
+    (d / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (d / "merges.txt").write_text("#version: 0.2\nĠ t\nh e\n", encoding="utf-8")
+    with pytest.raises(CheckpointError) as e:
+        Tokenizer.from_pretrained(d)
+    assert str(e.value).startswith(f"{d / 'vocab.json'} has 260 tokens besides <|endoftext|>")
+    assert f"2 merges in {d / 'merges.txt'} make a different number" in str(e.value)
+
+
+def test_save_pretrained_refuses_other_special_tokens_or_a_normalization(tmp_path: Path) -> None:
+    message = (
+        "save_pretrained writes GPT-2's vocab.json + merges.txt, which cannot hold the "
+        "tokenizer {!r} (its special tokens or normalization differ from GPT-2's); keep the "
+        "files it was read from"
+    )
+    im_end = tiktoken.Encoding(
+        name="im",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=RANKS,
+        special_tokens={"<|endoftext|>": EOT_ID, "<|im_end|>": EOT_ID + 1},
+    )
+    nfc = tiktoken.Encoding(
+        name="nfc",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=RANKS,
+        special_tokens={"<|endoftext|>": EOT_ID},
+    )
+    for tokenizer in [Tokenizer(im_end), Tokenizer(nfc, normalization="NFC")]:
+        with pytest.raises(ValueError) as e:
+            tokenizer.save_pretrained(tmp_path / "out")
+        assert str(e.value) == message.format(tokenizer.encoding.name)
+        assert not (tmp_path / "out").exists()
+    assert Tokenizer(nfc).save_pretrained(tmp_path / "out") == tmp_path / "out"
