@@ -340,5 +340,138 @@ def test_long_runs_cut_where_tiktoken_cuts() -> None:
     word leaves its last space to the word: the cut must give tiktoken's tokens in both."""
     spaced = Tokenizer.from_ranks({bytes([b]): b for b in range(256)} | {b"  ": 256}, name="sp")
     n = tokenizer_module.LONG_WHITESPACE
-    for text in ("a" + " " * n, "a" + " " * (n + 1), "a" + " " * (n + 1) + "b", " " * n + "b"):
+    two = "a" + " " * n + "b" + "\n" * n + "c"  # two runs: the text before each is kept
+    for text in ("a" + " " * n, "a" + " " * (n + 1), "a" + " " * (n + 1) + "b", " " * n + "b", two):
         assert spaced._encode_long(text) == spaced.encoding.encode_ordinary(text)
+
+
+def test_short_keeps_forty_characters_and_cuts_forty_one(tok: Tokenizer) -> None:
+    forty = "x" * 38  # its repr, quotes included, is 40 characters long
+    with pytest.raises(TypeError, match=rf"got str '{forty}'; to turn"):
+        tok.decode(forty)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=rf"got str '{'x' * 36}\.\.\.; to turn"):
+        tok.decode(forty + "x")  # type: ignore[arg-type]
+
+
+def test_ranks_from_vocab_at_its_exact_edges() -> None:
+    vocab, merges = vocab_and_merges()
+    del vocab["<|endoftext|>"]
+    assert refused(vocab | {"he": 258}, merges) == (  # one past the last id: a gap of one
+        "V: token 'he' has the id 258, but its 258 tokens should have the ids 0..257, with no gaps"
+    )
+    assert refused(vocab, [("Ġ", "t"), ("Ġ", "t")]) == (
+        "M: merge 2 ('Ġ' + 't') should create token 257 but V gives 256: the ids do not follow "
+        "the merge order"
+    )
+
+
+def test_from_pretrained_names_its_files_and_itself(tok: Tokenizer, tmp_path: Path) -> None:
+    d = tmp_path / "my-tokenizer"
+    tok.save_pretrained(d)
+    assert Tokenizer.from_pretrained(d).encoding.name == "my-tokenizer"
+    vocab = json.loads((d / "vocab.json").read_text(encoding="utf-8"))
+    (d / "vocab.json").write_text(json.dumps(vocab | {"ll": 300}), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=rf"^{d / 'vocab.json'}: token 'll' has the id 300"):
+        Tokenizer.from_pretrained(d)
+    (d / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (d / "merges.txt").write_text("#version: 0.2\nĠ t\nh e\n", encoding="utf-8")
+    with pytest.raises(CheckpointError) as e:
+        Tokenizer.from_pretrained(d)
+    assert str(e.value).startswith(f"{d / 'vocab.json'} has 260 tokens besides <|endoftext|>")
+    assert f"2 merges in {d / 'merges.txt'} make a different number" in str(e.value)
+
+
+def test_save_pretrained_refuses_other_special_tokens_or_a_normalization(tmp_path: Path) -> None:
+    message = (
+        "save_pretrained writes GPT-2's vocab.json + merges.txt, which cannot hold the "
+        "tokenizer {!r} (its special tokens or normalization differ from GPT-2's); keep the "
+        "files it was read from"
+    )
+    im_end = tiktoken.Encoding(
+        name="im",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=RANKS,
+        special_tokens={"<|endoftext|>": EOT_ID, "<|im_end|>": EOT_ID + 1},
+    )
+    nfc = tiktoken.Encoding(
+        name="nfc",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=RANKS,
+        special_tokens={"<|endoftext|>": EOT_ID},
+    )
+    for tokenizer in [Tokenizer(im_end), Tokenizer(nfc, normalization="NFC")]:
+        with pytest.raises(ValueError) as e:
+            tokenizer.save_pretrained(tmp_path / "out")
+        assert str(e.value) == message.format(tokenizer.encoding.name)
+        assert not (tmp_path / "out").exists()
+    assert Tokenizer(nfc).save_pretrained(tmp_path / "out") == tmp_path / "out"
+
+
+def test_a_byte_without_a_token_is_named_word_for_word() -> None:
+    kept = [bytes([b]) for b in range(256) if b not in (0x04, 0xA9)]
+    encoding = tiktoken.Encoding(
+        name="holes",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks={b: i for i, b in enumerate(kept)},
+        special_tokens={"<|endoftext|>": len(kept)},
+    )
+    tok = Tokenizer(encoding)
+    for text, ch, code, byte in [
+        ("ab\x04c", "'\\x04'", "0004", "0x04"),
+        ("café", "'é'", "00E9", "0xa9"),
+    ]:
+        with pytest.raises(ValueError) as e:
+            tok.encode(text)
+        assert str(e.value) == (
+            f"the character {ch} (U+{code}) cannot be encoded: the vocabulary of 'holes' has no "
+            f"token for its byte {byte}; remove or replace it"
+        )
+    # a lone surrogate is checked as "?" (tiktoken writes it as U+FFFD, whose bytes are there)
+    assert tok.decode(tok.encode("x\ud800y")) == "x\ufffdy"
+    assert tok.decode(tok.encode("plain text")) == "plain text"
+
+
+def _with_specials(**kwargs: object) -> Tokenizer:
+    specials = {"<|endoftext|>": EOT_ID, "<x>": EOT_ID + 1, "<x>y": EOT_ID + 2, "<z>": EOT_ID + 3}
+    encoding = tiktoken.Encoding(
+        name="specials", pat_str=GPT2_PATTERN, mergeable_ranks=RANKS, special_tokens=specials
+    )
+    return Tokenizer(encoding, **kwargs)  # type: ignore[arg-type]
+
+
+def test_special_tokens_longest_first_and_text_between_kept() -> None:
+    tok = _with_specials()
+    he = tok.encode("he")
+    assert tok.encode("he<x>yhe<x>he<z>he", allow_special=True) == [
+        *he,
+        EOT_ID + 2,
+        *he,
+        EOT_ID + 1,
+        *he,
+        EOT_ID + 3,
+        *he,
+    ]
+    assert tok.encode("<x>y", allow_special=True) == [EOT_ID + 2]
+    assert tok.encode("he<x>yhe") == tok.encode("he<x>yhe", allow_special=False)
+    assert EOT_ID + 2 not in tok.encode("he<x>yhe")
+    always = _with_specials(always_special=["<z>", "<x>y", "<x>"])
+    assert always.encode("he<x>y<z>he") == [*he, EOT_ID + 2, EOT_ID + 3, *he]
+    assert always.encode("a<|endoftext|>") == always.encode("a<|endoftext|>", allow_special=False)
+    assert EOT_ID not in always.encode("a<|endoftext|>")
+
+
+def test_end_of_turn_ids_and_the_default_name() -> None:
+    assert _with_specials().end_of_turn_ids == (EOT_ID,)
+    assert _with_specials(end_of_turn_ids=[EOT_ID + 3]).end_of_turn_ids == (EOT_ID + 3,)
+    assert _with_specials(end_of_turn_ids=(EOT_ID, EOT_ID + 1)).end_of_turn_ids == (
+        EOT_ID,
+        EOT_ID + 1,
+    )
+    assert Tokenizer.from_ranks(RANKS).encoding.name == "numpylm-bpe"
+
+
+def test_normalization_applies_before_encoding() -> None:
+    decomposed = "e\u0301"  # e and a combining acute accent: NFC makes it é
+    assert _with_specials(normalization="NFC").encode(decomposed) == _with_specials().encode("é")
+    assert _with_specials().encode(decomposed) != _with_specials().encode("é")
+    assert _with_specials(normalization="NFKC").encode("ﬁ") == _with_specials().encode("fi")

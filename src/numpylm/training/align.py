@@ -563,4 +563,4 @@ def resume_config(out: str | os.PathLike[str], **changes: Any) -> AlignConfig:
     """The ``AlignConfig`` a run in ``out`` was started with, with ``changes`` applied."""
     known = {f.name for f in dataclasses.fields(AlignConfig)}
     kept = {k: v for k, v in saved_args(out, "align").items() if k in known}
-    return AlignConfig(**{**kept, **changes})
+    return AlignConfig(**{**kept, **changes, "out": os.fspath(out)})  # never the old path

@@ -589,7 +589,7 @@ def resume_config(out: str | os.PathLike[str], **changes: Any) -> FinetuneConfig
     example ``steps=500`` to train longer)."""
     known = {f.name for f in dataclasses.fields(FinetuneConfig)}
     kept = {k: v for k, v in saved_args(out, "finetune").items() if k in known}
-    return FinetuneConfig(**{**kept, **changes})
+    return FinetuneConfig(**{**kept, **changes, "out": os.fspath(out)})  # never the old path
 
 
 def load_base(name: str | None, dtype: str) -> tuple[GPT, Tokenizer]:
