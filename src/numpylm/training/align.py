@@ -352,8 +352,8 @@ class AlignConfig:
         steps: optimiser steps in total; 0 runs ``epochs`` passes over the training pairs.
         epochs: passes over the training pairs when ``steps`` is 0.
         batch_size: pairs per step (each step reads 2 * batch_size answers).
-        lr, min_lr, warmup, weight_decay, grad_clip, eval_every, save_every, val_fraction,
-            seed, dtype, dropout: as in ``finetune.FinetuneConfig``.
+        lr, min_lr, warmup, weight_decay, grad_clip: as in ``finetune.FinetuneConfig``.
+        eval_every, save_every, val_fraction, seed, dtype, dropout: as there too.
     """
 
     data: str
