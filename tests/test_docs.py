@@ -14,7 +14,10 @@ namespace it has when the docs are read or built:
 
 Other blocks (```bash, ```text, ...) are not run. A block whose info string is
 ``python no-run`` is not run either; it is kept for what needs the network (GPT-2 from the
-Hub), and each one is reported as a skipped test by name.
+Hub), and each one is reported as a skipped test by name. A block titled for SmolLM2,
+```python title="SmolLM2 (after numpylm download smollm2)", is run by
+tests/test_smollm2_pages.py instead, which also checks that it prints the ```text block shown
+after it.
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ class Block:
     def executed(self) -> bool:
         """markdown-exec runs the block at build time (its own reading of ``exec="..."``)."""
         return dict(self.options).get("exec", "no").lower() not in {"", "no", "off", "false", "0"}
+
+    @property
+    def needs_smollm2(self) -> bool:
+        """Titled for SmolLM2: tests/test_smollm2_pages.py runs it, on the downloaded file."""
+        return dict(self.options).get("title", "").startswith("SmolLM2")
 
     @property
     def session(self) -> str:
@@ -152,7 +160,7 @@ def test_code_blocks_run(
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
-    blocks = [b for b in python_blocks(path) if "no-run" not in b.words]
+    blocks = [b for b in python_blocks(path) if "no-run" not in b.words and not b.needs_smollm2]
     code = "".join(b.code for b in blocks)
     if NEEDS_BUILTIN.search(code) and not (BUILTIN_DIR / checkpoint.WEIGHTS_FILE).is_file():
         pytest.skip(

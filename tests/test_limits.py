@@ -331,3 +331,26 @@ def test_a_finetuning_run_too_large_is_refused_before_it_trains(
     with pytest.raises(ValueError, match=r"fine-tuning .* parameters on batches .* needs about"):
         finetune(cfg, progress=False)
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_many_short_answers_of_a_long_context_model_are_not_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The memory check counts the positions the answers can reach (prompt + new tokens; the
+    KV cache grows as they do), not the model's whole context: 100 short answers of SmolLM2
+    (8,192 positions) were refused for 337.6 GiB."""
+    import numpylm
+    from numpylm.generation.context import check_memory
+
+    model = GPT(GPTConfig(vocab_size=67, n_ctx=4096, n_layer=2, n_head=4, n_embd=16), seed=0)
+    whole = memory.generation_bytes(67, 4096, 2, 4, 16, batch_size=100)
+    monkeypatch.setattr(memory, "available", lambda: (whole, whole // 10))  # a tenth is free
+    with pytest.raises(ValueError, match="continuing 100 sequences needs about"):
+        check_memory(model, 100)  # the whole context, for every sequence
+    rows = numpylm.generate_batch(model, [[1, 2, 3]], 5, num_samples=100, seed=0)
+    assert len(rows) == 100 and all(len(r) == 8 for r in rows)
+    tokenizer = numpylm.Tokenizer.from_ranks({bytes([b]): b for b in range(67)})
+    texts = numpylm.complete_batch(model, tokenizer, "%&", max_new_tokens=5, num_samples=100)
+    assert len(texts) == 100
+    with pytest.raises(ValueError, match="continuing 100 sequences needs about"):
+        numpylm.generate_batch(model, [[1, 2, 3]], 4000, num_samples=100, seed=0)

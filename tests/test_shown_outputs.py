@@ -1,5 +1,10 @@
-"""Every ``$ numpylm ...`` command shown in a ```text block of README.md, a model card or
-docs/howto, with the output printed under it, is run here, and prints exactly that."""
+"""Every ``$ numpylm ...`` command shown in a ```text block of README.md, a model card,
+docs/howto or docs/guide, with the output printed under it, is run here, and prints exactly
+that.
+
+A command with ``--model smollm2`` runs on the session's one SmolLM2 (the ``smollm2_model``
+fixture, so the file is read once for all the tests), and skips, saying why, where
+``numpylm download smollm2`` was never run."""
 
 from __future__ import annotations
 
@@ -10,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from numpylm.cli import main
+from numpylm.io import loading
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = [
     ROOT / "README.md",
     *sorted((ROOT / "src" / "numpylm" / "builtin").glob("*/MODEL_CARD.md")),
     *sorted((ROOT / "docs" / "howto").glob("*.md")),
+    *sorted((ROOT / "docs" / "guide").glob("*.md")),
 ]
 
 
@@ -39,7 +46,19 @@ def test_there_are_commands_to_check() -> None:
     ("path", "command", "output"), CASES, ids=[f"{p.name}: {c}" for p, c, _ in CASES]
 )
 def test_the_command_prints_what_is_shown(
-    path: Path, command: str, output: str, capsys: pytest.CaptureFixture[str]
+    path: Path,
+    command: str,
+    output: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
-    assert main(shlex.split(command)[1:]) == 0
+    args = shlex.split(command)[1:]
+    if "smollm2" in args:
+        smollm2 = request.getfixturevalue("smollm2_model")  # or skip: the file is absent
+        real = loading.load
+        monkeypatch.setattr(
+            loading, "load", lambda name=None: smollm2 if name == "smollm2" else real(name)
+        )
+    assert main(args) == 0
     assert capsys.readouterr().out == output

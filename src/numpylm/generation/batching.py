@@ -64,7 +64,14 @@ def sample_steps(
         who decides that a sequence has ended (EOS, a stop string) and ignores the rest.
     """
     steps = whole_number("max_new_tokens", max_new_tokens)
-    context = Context(model, contexts, use_cache, history=sampler.uses_history, n_vocab=n_vocab)
+    context = Context(
+        model,
+        contexts,
+        use_cache,
+        history=sampler.uses_history,
+        n_vocab=n_vocab,
+        max_new_tokens=steps,
+    )
     for _ in range(steps):
         logits = context.next_logits()  # (B, V)
         ids, probs = sampler.sample(logits, rng, context.history)  # (B,), (B, V)
@@ -94,7 +101,8 @@ def generate_batch(
     sampler, rng, use_cache = split_options(options)
     checked = [check_prompt(model, p, eos_id) for p in non_empty(prompts)]
     n = whole_number("num_samples", num_samples, 1)
-    check_memory(model, len(checked) * n, use_cache, sampler.uses_history)
+    longest = max(map(len, checked)) + whole_number("max_new_tokens", max_new_tokens)
+    check_memory(model, len(checked) * n, use_cache, sampler.uses_history, positions=longest)
     rows = [p for p in checked for _ in range(n)]
     new: list[list[int]] = [[] for _ in rows]
     done = np.zeros(len(rows), dtype=bool)

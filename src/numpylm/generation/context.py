@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import memory
+from ..models.cache import INITIAL_CAPACITY
 from ..models.padding import left_pad
 from ..sampling import TokenHistory
 
@@ -39,6 +40,8 @@ class Context:
         history: keep a ``TokenHistory`` (``self.history``) for the repetition penalties.
         n_vocab: if given, tokens with ids >= n_vocab (padding rows of a model whose vocabulary
             is larger than its tokenizer's) get logit ``-inf``: they are never drawn.
+        max_new_tokens: if given, how many tokens will be appended at most: the memory check
+            then counts the positions the rows can reach, not the model's whole context.
     """
 
     def __init__(
@@ -49,8 +52,10 @@ class Context:
         *,
         history: bool = False,
         n_vocab: int | None = None,
+        max_new_tokens: int | None = None,
     ) -> None:
-        check_memory(model, len(rows), use_cache, history)
+        longest = None if max_new_tokens is None else max(map(len, rows)) + max_new_tokens
+        check_memory(model, len(rows), use_cache, history, positions=longest)
         self.model = model
         self.rows = [list(r) for r in rows]
         self.use_cache = use_cache
@@ -84,15 +89,29 @@ class Context:
 
 
 def check_memory(
-    model: LanguageModel, B: int, use_cache: bool = True, history: bool = False
+    model: LanguageModel,
+    B: int,
+    use_cache: bool = True,
+    history: bool = False,
+    *,
+    positions: int | None = None,
 ) -> None:
     """Refuse B sequences that would not fit in the machine's free memory, before anything is
     allocated (``memory.generation_bytes``: the KV cache, the first window, the scores and the
-    penalties' history)."""
+    penalties' history).
+
+    ``positions`` is the longest a sequence can get (its prompt and the new tokens); None
+    counts the model's whole context. The KV cache grows as the text does, to at most twice
+    what it holds (``KVCache.make_room``), so a short text on a long-context model (SmolLM2's
+    8,192 positions) needs a small part of what the whole context would.
+    """
     c, itemsize = model.config, np.dtype(getattr(model, "dtype", np.float32)).itemsize
+    n_ctx = c.n_ctx
+    if positions is not None:
+        n_ctx = min(n_ctx, max(INITIAL_CAPACITY, 2 * positions))
     need = memory.generation_bytes(
         c.vocab_size,
-        c.n_ctx,
+        n_ctx,
         c.n_layer,
         c.n_head,
         c.n_embd,

@@ -67,9 +67,10 @@ def generate(
     prompt = check_prompt(model, prompt_ids, eos_id)
     ends = end_ids(eos_id)
     start = prompt or [start_id(eos_id)]  # an empty prompt starts from <|endoftext|>
-    context = Context(model, [start], use_cache, history=sampler.uses_history)
+    steps = whole_number("max_new_tokens", max_new_tokens)
+    context = Context(model, [start], use_cache, history=sampler.uses_history, max_new_tokens=steps)
     new: list[int] = []
-    for _ in range(whole_number("max_new_tokens", max_new_tokens)):
+    for _ in range(steps):
         logits = context.next_logits()  # 1. the model scores every possible next token: (1, V)
         token, _ = sampler.sample(logits, rng, context.history)  # 2. probabilities, one draw
         context.append(token)  # 3. the answer so far is part of the next question

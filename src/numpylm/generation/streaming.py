@@ -116,13 +116,14 @@ def stream(
     stops, top_n = check_stop(stop), whole_number("top_n", top_n)
     texts = [prompt] if is_one_prompt(prompt) else non_empty(cast(Sequence[Prompt], prompt))
     n = whole_number("num_samples", num_samples, 1)
-    check_memory(model, len(texts) * n, use_cache, sampler.uses_history)
+    last = whole_number("max_new_tokens", max_new_tokens) - 1
     asked = [prompt_ids(tokenizer, cast(Prompt, t), chat) for t in texts]
+    longest = max(map(len, asked)) + last + 1
+    check_memory(model, len(texts) * n, use_cache, sampler.uses_history, positions=longest)
     rows = [list(ids) for ids in asked for _ in range(n)]
     ends = set(tokenizer.end_of_turn_ids)
     out = [TextStream(stops) for _ in rows]
     done = np.zeros(len(rows), dtype=bool)
-    last = whole_number("max_new_tokens", max_new_tokens) - 1
     steps = sample_steps(model, rows, max_new_tokens, sampler, rng, use_cache, tokenizer.n_vocab)
     for index, sampled in enumerate(steps):
         live = np.flatnonzero(~done)
@@ -247,8 +248,7 @@ def complete_batch(
     B = (1 if is_one_prompt(prompts) else len(prompts)) * whole_number(
         "num_samples", num_samples, 1
     )
-    check_memory(model, B, bool(options.get("use_cache", True)))
-    texts = [""] * B
+    texts: dict[int, str] = {}  # not B strings yet: stream first checks that B rows fit
     for s in stream(
         model,
         tokenizer,
@@ -259,8 +259,8 @@ def complete_batch(
         top_n=0,
         **options,
     ):
-        texts[s.row] += s.text
-    return texts
+        texts[s.row] = texts.get(s.row, "") + s.text
+    return [texts.get(b, "") for b in range(B)]
 
 
 class TextStream:
