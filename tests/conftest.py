@@ -60,30 +60,6 @@ def tiktoken_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["TIKTOKEN_CACHE_DIR"] = old
 
 
-SMOLLM2_ENV = "NUMPYLM_SMOLLM2"
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_file() -> Path:
-    """SmolLM2-135M-Instruct's GGUF file (``$NUMPYLM_SMOLLM2``, or where ``numpylm download
-    smollm2`` puts it), or skip the test with the reason: a fresh clone does not have it."""
-    from numpylm.download import cache_dir
-
-    path = Path(os.environ.get(SMOLLM2_ENV) or cache_dir() / SMOLLM2_FILE)
-    if not path.is_file():
-        pytest.skip(f"{path} is absent: run `numpylm download smollm2` or set {SMOLLM2_ENV}")
-    return path
-
-
-@pytest.fixture(scope="session")
-def smollm2_model() -> tuple[Any, Any]:
-    """SmolLM2-135M-Instruct and its tokenizer, loaded once per session (it takes 5 to 12 s):
-    every test that shows its outputs shares this one."""
-    import numpylm
-
-    return numpylm.load(smollm2_file())
-
-
 @pytest.fixture(scope="session")
 def shakespeare() -> Path:
     """Tiny Shakespeare (1,115,394 bytes)."""
@@ -150,8 +126,9 @@ def smollm2_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2_model(smollm2_gguf: Path) -> tuple[object, object]:
-    """``numpylm.load`` of SmolLM2's file: (model, tokenizer)."""
+def smollm2_model(smollm2_gguf: Path) -> tuple[Any, Any]:
+    """``numpylm.load`` of SmolLM2's file: (model, tokenizer), loaded once per session (it
+    takes 5 to 12 s): every test that runs SmolLM2 shares this one."""
     import numpylm
 
     return numpylm.load(smollm2_gguf)
