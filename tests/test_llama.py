@@ -4,6 +4,7 @@ writes (and reads back from numpylm), a tiny quantised GGUF file written here wi
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from numpylm.generation import generate
 from numpylm.io.checkpoint import CheckpointError
 from numpylm.models.llama import Llama, LlamaConfig
+from numpylm.models.llama import weights
 from numpylm.models.llama.weights import config_from_hf
 
 F32_TOL = 1e-4
@@ -56,7 +58,9 @@ def test_transformers_checkpoint_loads_with_the_same_logits(hf_pair: Any) -> Non
         assert "lm_head.weight" not in model.params
     else:
         assert (c.rope_theta, c.tie_word_embeddings, c.qkv_bias) == (1e6, False, True)
-        assert np.abs(model.params["layers.1.self_attn.k_proj.bias"]).min() > 0
+        bias = model.params["layers.1.self_attn.qkv_proj.bias"]  # q, k and v's, stacked
+        assert bias.shape == (c.n_embd + 2 * c.n_kv_head * c.head_size,)
+        assert np.abs(bias).min() > 0
     ids = np.random.default_rng(0).integers(0, c.vocab_size, size=(3, 32))
     logits, ref = model(ids), hf_logits(hf, ids)
     assert logits.dtype == np.float32 and np.abs(ref).max() > 1.0
@@ -166,10 +170,12 @@ def test_quantised_gguf_matches_transformers_reading_it(tmp_path: Path) -> None:
     ).eval()
     model = Llama.from_pretrained(tmp_path / "tiny.gguf")
     assert model.config.n_kv_head == 2 and model.config.tie_word_embeddings
-    for name, t in ref.state_dict().items():  # the same dequantized weights, q/k unpermuted
+    # The same dequantized weights, q/k unpermuted (numpylm's stacked maps cut apart)
+    params = weights.split(model.params, dataclasses.asdict(model.config))
+    for name, t in ref.state_dict().items():
         if name == "lm_head.weight":
             continue
-        np.testing.assert_array_equal(model.params[name.removeprefix("model.")], t.numpy())
+        np.testing.assert_array_equal(params[name.removeprefix("model.")], t.numpy())
     ids = np.random.default_rng(2).integers(0, 64, size=(2, 32))
     assert np.abs(model(ids) - hf_logits(ref, ids)).max() <= F32_TOL
 

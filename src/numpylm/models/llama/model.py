@@ -11,8 +11,12 @@ forward pass with its KV cache, beside GPT-2's (``models.gpt2.model``) and with 
 
 ``model.params`` is a dict of plain arrays named as Hugging Face's ``LlamaForCausalLM`` names
 them, without its ``model.`` prefix, and shaped as it stores them: a linear map's weight is
-(out, in), so the forward pass multiplies by its transpose (a view: nothing is copied). The new
-layers are in ``numpylm.layers``; files are ``weights``'s business.
+(out, in), so the forward pass multiplies by its transpose (a view: nothing is copied). Two
+differences: the query, key and value maps are kept as one matrix, ``qkv_proj`` (as GPT-2's
+``c_attn``), and the gate and up maps as one, ``gate_up_proj``. Each is then read by one
+matrix product instead of three or two; a decode step is bound by reading the weights, and one
+large product reads them faster than several small ones. The new layers are in
+``numpylm.layers``; files, which keep the maps apart, are ``weights``'s business.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ class LlamaConfig:
 
     def num_tensors(self) -> int:
         """The number of arrays in ``param_shapes``."""
-        per_layer = 9 + 3 * self.qkv_bias
+        per_layer = 6 + self.qkv_bias
         return 2 + self.n_layer * per_layer + (not self.tie_word_embeddings)
 
     @property
@@ -119,19 +123,19 @@ class LlamaConfig:
 
 
 def param_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
-    """The name and shape of every parameter, in Hugging Face's order (weights as (out, in))."""
+    """The name and shape of every parameter, in Hugging Face's order (weights as (out, in)).
+    ``qkv_proj`` stacks the query, key and value maps' rows (Q + 2 KV of them), and
+    ``gate_up_proj`` the gate's and the up map's (2F)."""
     V, C, F = config.vocab_size, config.n_embd, config.n_hidden
     Q, KV = config.n_head * config.head_size, config.n_kv_head * config.head_size  # C, < C
     # fmt: off
     block = {
         "input_layernorm.weight": (C,),
-        "self_attn.q_proj.weight": (Q, C), "self_attn.k_proj.weight": (KV, C),
-        "self_attn.v_proj.weight": (KV, C),
-        **({"self_attn.q_proj.bias": (Q,), "self_attn.k_proj.bias": (KV,),
-            "self_attn.v_proj.bias": (KV,)} if config.qkv_bias else {}),
+        "self_attn.qkv_proj.weight": (Q + 2 * KV, C),
+        **({"self_attn.qkv_proj.bias": (Q + 2 * KV,)} if config.qkv_bias else {}),
         "self_attn.o_proj.weight": (C, Q),
         "post_attention_layernorm.weight": (C,),
-        "mlp.gate_proj.weight": (F, C), "mlp.up_proj.weight": (F, C),
+        "mlp.gate_up_proj.weight": (2 * F, C),
         "mlp.down_proj.weight": (C, F),
     }
     # fmt: on
@@ -320,16 +324,15 @@ class Llama:
         """Transformer block ``i``, (B, T, C) -> (B, T, C): attention, then the MLP, each added
         to the residual stream. ``rot`` is the new tokens' ``(cos, sin)`` (``rope_cos_sin``)."""
         p, h, c, T = self.params, f"layers.{i}.self_attn.", self.config, x.shape[1]
+        H, H_kv = c.n_head, c.n_kv_head
         start = 0 if cache is None else cache.length  # forward updates it after the last block
 
         # Attention: H query heads, H_kv key/value heads; queries and keys turned by position.
         a = rms_norm(x, p[f"layers.{i}.input_layernorm.weight"], c.norm_eps)
-        q = be.linear(a, p[h + "q_proj.weight"].T, p.get(h + "q_proj.bias"))  # (B, T, C)
-        k = be.linear(a, p[h + "k_proj.weight"].T, p.get(h + "k_proj.bias"))  # (B, T, H_kv D)
-        v = be.linear(a, p[h + "v_proj.weight"].T, p.get(h + "v_proj.bias"))  # (B, T, H_kv D)
-        q = rope(split_heads(q, c.n_head), *rot)  # (B, H, T, D)
-        k = rope(split_heads(k, c.n_kv_head), *rot)  # (B, H_kv, T, D)
-        v = split_heads(v, c.n_kv_head)  # (B, H_kv, T, D): values carry no position
+        qkv = be.linear(a, p[h + "qkv_proj.weight"].T, p.get(h + "qkv_proj.bias"))
+        qkv = split_heads(qkv, H + 2 * H_kv)  # (B, T, (H + 2 H_kv) D) -> (B, H + 2 H_kv, T, D)
+        qk = rope(qkv[:, : H + H_kv], *rot)  # queries and keys turned; values carry no position
+        q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + H_kv :]  # (B, H, T, D), 2 x (B, H_kv, T, D)
         if cache is not None:  # store the new keys and values after the cached ones
             cache.k[i, :, :, start : start + T], cache.v[i, :, :, start : start + T] = k, v
             k, v = cache.k[i, :, :, : start + T], cache.v[i, :, :, : start + T]  # (B,H_kv,L,D)
@@ -338,6 +341,6 @@ class Llama:
 
         # MLP: two projections to F channels, one gating the other (SwiGLU), then back to C.
         m = rms_norm(x, p[f"layers.{i}.post_attention_layernorm.weight"], c.norm_eps)
-        gate = be.linear(m, p[f"layers.{i}.mlp.gate_proj.weight"].T)  # (B, T, F)
-        up = be.linear(m, p[f"layers.{i}.mlp.up_proj.weight"].T)  # (B, T, F)
+        gate_up = be.linear(m, p[f"layers.{i}.mlp.gate_up_proj.weight"].T)  # (B, T, 2F)
+        gate, up = gate_up[..., : c.n_hidden], gate_up[..., c.n_hidden :]  # 2 x (B, T, F)
         return x + be.linear(swiglu(gate, up), p[f"layers.{i}.mlp.down_proj.weight"].T)

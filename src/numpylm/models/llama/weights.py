@@ -3,7 +3,8 @@
 ``qwen2``).
 
 numpylm's parameter names are Hugging Face's without the ``model.`` prefix, so a Hugging Face
-directory is mostly checked, not translated. A GGUF file is read with the ``gguf`` package,
+directory is mostly checked, not translated: only the maps that numpylm keeps as one matrix
+(``JOINED``: query, key and value; gate and up) are stacked on reading and cut apart on writing. A GGUF file is read with the ``gguf`` package,
 llama.cpp's own reader (nothing here parses the format), its quantised tensors expanded to
 float32 with ``gguf.quants.dequantize``, and its names and metadata translated.
 
@@ -18,6 +19,7 @@ its config class and its ``param_shapes`` in.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -166,6 +168,67 @@ def config_to_hf(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- Hugging Face tensors -----------------------------------------------------------------------
+
+JOINED = {
+    "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+}
+"""numpylm's stacked maps in each block -> the files' maps, whose rows they stack in order."""
+
+
+def _parts(fields: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The rows of each of ``JOINED``'s parts: (Q, KV, KV) and (F, F)."""
+    kv = fields["n_kv_head"] * (fields["n_embd"] // fields["n_head"])
+    return {
+        "self_attn.qkv_proj": (fields["n_embd"], kv, kv),
+        "mlp.gate_up_proj": (fields["n_hidden"],) * 2,
+    }
+
+
+def _block_names(params: Params | Shapes) -> list[tuple[str, str, str]]:
+    """(``layers.N.``, joined map, ``.weight``/``.bias``) for each stacked tensor named."""
+    found = []
+    for name in params:
+        for joined in JOINED:
+            prefix, dot, rest = name.partition(f".{joined}.")
+            if dot and prefix.startswith("layers."):
+                found.append((prefix + ".", joined, "." + rest))
+    return found
+
+
+def split_shapes(shapes: Shapes, fields: dict[str, Any]) -> Shapes:
+    """numpylm's parameter shapes -> the files' (each stacked map cut into its parts)."""
+    out = dict(shapes)
+    for layer, joined, kind in _block_names(shapes):
+        shape = out.pop(layer + joined + kind)
+        for part, rows in zip(JOINED[joined], _parts(fields)[joined], strict=True):
+            out[layer + part + kind] = (rows, *shape[1:])
+    return out
+
+
+def join(params: Params, fields: dict[str, Any]) -> Params:
+    """The files' tensors (checked against ``split_shapes``) -> numpylm's: each block's query,
+    key and value maps stacked into ``qkv_proj`` (weights and biases), gate and up into
+    ``gate_up_proj``. Each part is dropped as soon as it is stacked, so the peak is one map."""
+    out = dict(params)
+    n_layer = fields["n_layer"]
+    for i, joined, kind in itertools.product(range(n_layer), JOINED, (".weight", ".bias")):
+        names = [f"layers.{i}.{part}{kind}" for part in JOINED[joined]]
+        if names[0] in out:
+            out[f"layers.{i}.{joined}{kind}"] = np.concatenate([out.pop(n) for n in names])
+    return out
+
+
+def split(params: Params, fields: dict[str, Any]) -> Params:
+    """numpylm's parameters -> the files' tensors, each stacked map cut into its parts (views:
+    nothing is copied)."""
+    out = dict(params)
+    for layer, joined, kind in _block_names(params):
+        stacked = out.pop(layer + joined + kind)
+        edges = np.cumsum(_parts(fields)[joined])[:-1]
+        for part, rows in zip(JOINED[joined], np.split(stacked, edges), strict=True):
+            out[layer + part + kind] = rows
+    return out
 
 
 def params_from_hf(tensors: Params, tied: bool, source: Path) -> Params:
@@ -406,10 +469,10 @@ def read(
         raise CheckpointError(f"{source}: {e}") from e
     memory.check_model(config, 4, "loading", source)  # before the n_layer-long table is made
     try:
-        formats.check_shapes(shapes_of(config), params)
+        formats.check_shapes(split_shapes(shapes_of(config), fields), params)
     except CheckpointError as e:
         raise CheckpointError(f"{source}: {e}") from None
-    return config, params
+    return config, join(params, fields)
 
 
 def write(
@@ -417,4 +480,6 @@ def write(
 ) -> Path:
     """Write ``config.json`` and ``model.safetensors`` as ``transformers`` reads them, each
     atomically; ``fields`` are ``LlamaConfig``'s, ``dtype`` float16, float32 or float64."""
-    return formats.write_model(directory, config_to_hf(fields), params, dtype, params_to_hf)
+    return formats.write_model(
+        directory, config_to_hf(fields), split(params, fields), dtype, params_to_hf
+    )
