@@ -13,8 +13,7 @@ import pytest
 
 from numpylm.generation import generate
 from numpylm.io.checkpoint import CheckpointError
-from numpylm.models.llama import Llama, LlamaConfig
-from numpylm.models.llama import weights
+from numpylm.models.llama import Llama, LlamaConfig, weights
 from numpylm.models.llama.weights import config_from_hf
 
 F32_TOL = 1e-4
