@@ -5,8 +5,9 @@
 numpylm's parameter names are Hugging Face's without the ``model.`` prefix, so a Hugging Face
 directory is mostly checked, not translated: only the maps that numpylm keeps as one matrix
 (``JOINED``: query, key and value; gate and up) are stacked on reading and cut apart on
-writing. A GGUF file is read with the ``gguf`` package, llama.cpp's own reader (nothing here parses the format), its quantised tensors expanded to
-float32 with ``gguf.quants.dequantize``, and its names and metadata translated.
+writing. A GGUF file is read with the ``gguf`` package, llama.cpp's own reader (nothing
+here parses the format), its quantised tensors expanded to float32 with
+``gguf.quants.dequantize``, and its names and metadata translated.
 
 Whatever numpylm does not compute is refused, naming the key that asks for it: another
 architecture, RoPE scaling, a sliding window that is on, biases the family does not have, an
