@@ -121,33 +121,41 @@ def worker(who: str, model_dir: str, threads: int) -> None:
 
 
 class Contender:
-    """A worker process, and the CPU time it has used (to tell its work from others')."""
+    """A worker process (this file or another, with ``--worker`` and ``args``) answering one
+    JSON line per line it is sent, and the CPU time it uses (to tell its work from others')."""
 
-    def __init__(self, who: str, model_dir: str, threads: int) -> None:
-        cmd = [sys.executable, __file__, "--worker", who, model_dir, str(threads)]
+    def __init__(self, script: str, *args: str) -> None:
+        cmd = [sys.executable, script, "--worker", *args]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None and self.proc.stdin is not None
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         if self.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"the {who} worker failed to start")
+            raise RuntimeError(f"the worker {args} failed to start")
 
-    def measure(self, batch: int, context: int) -> tuple[list[float], float]:
-        """The step times at one point, and the cores other processes kept busy meanwhile."""
-        busy0, own0, t0 = _busy_seconds(), self.cpu_seconds(), time.perf_counter()
-        self.stdin.write(f"{batch} {context}\n")
+    def ask(self, line: str, ours: tuple[int, ...] = ()) -> tuple[Any, float]:
+        """The worker's answer to ``line``, and the cores that processes other than the worker
+        and ``ours`` (process ids) kept busy meanwhile."""
+        pids = (self.proc.pid, *ours)
+        busy0, own0, t0 = _busy_seconds(), cpu_seconds(pids), time.perf_counter()
+        self.stdin.write(line + "\n")
         self.stdin.flush()
-        times: list[float] = json.loads(self.stdout.readline())
+        answer = json.loads(self.stdout.readline())
         wall = time.perf_counter() - t0
-        others = (_busy_seconds() - busy0) - (self.cpu_seconds() - own0)
-        return times, max(0.0, others / wall)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        others = (_busy_seconds() - busy0) - (cpu_seconds(pids) - own0)
+        return answer, max(0.0, others / wall)
 
     def close(self) -> None:
         self.stdin.close()
         self.proc.wait(timeout=60)
+
+
+def cpu_seconds(pids: tuple[int, ...]) -> float:
+    """The CPU time (user + system) the processes ``pids`` have used so far (Linux)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,14 +172,14 @@ def run(threads: int, rounds: int, contexts: tuple[int, ...], batches: tuple[int
     with tempfile.TemporaryDirectory(prefix="numpylm-bench-") as model_dir:
         make_checkpoint(model_dir, probe)
         results["weight_mb_per_step"] = weight_bytes_per_token(model_dir) / 1e6
-        workers = {c: Contender(c, model_dir, threads) for c in CONTENDERS}
+        workers = {c: Contender(__file__, c, model_dir, str(threads)) for c in CONTENDERS}
         try:
             for r in range(rounds):
                 for point in points:
                     order = CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]  # take turns
                     for name in order:
                         print(f"  round {r + 1}: {name} B={point[0]} N={point[1]}", file=sys.stderr)
-                        t, busy = workers[name].measure(*point)
+                        t, busy = workers[name].ask(f"{point[0]} {point[1]}")
                         times[name].setdefault(point, []).extend(t)
                         others[point] = max(others.get(point, 0.0), busy)
         finally:
