@@ -798,7 +798,8 @@ def sharded_loss_and_grads(
     loss = sum(w * shard_loss for w, (shard_loss, _) in zip(weights, results, strict=True))
     grads = {}
     for name in results[0][1]:
-        total = results[0][1][name] * weights[0]
+        total = results[0][1][name]  # the first shard's own array, weighted in place
+        total *= weights[0]
         for w, (_, shard_grads) in zip(weights[1:], results[1:], strict=True):
             total += shard_grads[name] * w
         grads[name] = total
