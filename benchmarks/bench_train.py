@@ -21,9 +21,17 @@ numpylm runs in two ways:
   shards computed at once by N threads (NumPy releases Python's lock inside its loops), one
   BLAS thread each, so the elementwise work runs on every core too.
 
-torch uses ``torch.set_num_threads(--threads)``. Reported: milliseconds per step, best and
-median of ``--steps`` timed steps (after warm-up), the ratio of the faster numpylm to torch,
-and numpylm's step split into forward, loss, backward and optimiser (whole batch, one thread).
+torch uses ``torch.set_num_threads(--threads)``. Each numpylm contender takes turns with a torch
+of its own (never with the other numpylm, whose spinning BLAS threads would slow it). Reported:
+milliseconds per step, best and median of ``--steps`` timed steps (after warm-up), each
+numpylm's ratio to the torch it took turns with, and numpylm's step split into forward, loss,
+backward and optimiser (whole batch, one thread of Python).
+
+With ``--data FILE`` it also runs ``numpylm train``'s own loop (``training.train``, a learned
+``bpe:VOCAB`` tokenizer, ``--threads`` shards) on that text for ``--warmup + --steps`` steps,
+each followed by a torch step, and reports ``train_step`` as the loop calls it::
+
+    python benchmarks/bench_train.py --threads 2 --steps 20 --data input.txt
 """
 
 from __future__ import annotations
@@ -165,7 +173,7 @@ def real_loop(args: argparse.Namespace, torch_dir: Path | None, decay: set[str])
         return out
 
     n = args.warmup + args.steps
-    training.train_step, training.run_steps = timed_step, timed_run_steps  # type: ignore[assignment]
+    training.train_step, training.run_steps = timed_step, timed_run_steps
     try:
         with tempfile.TemporaryDirectory() as out:
             cfg = training.TrainConfig(
@@ -183,7 +191,7 @@ def real_loop(args: argparse.Namespace, torch_dir: Path | None, decay: set[str])
             )
             training.train(cfg, progress=False)
     finally:
-        training.train_step, training.run_steps = plain_step, plain_run_steps  # type: ignore[assignment]
+        training.train_step, training.run_steps = plain_step, plain_run_steps
     result: dict[str, Any] = {
         "train_step": _summary(step_ms[args.warmup :]),
         "wall_ms_per_step": (wall[0] - sum(torch_ms)) / n,
