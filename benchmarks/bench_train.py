@@ -21,9 +21,17 @@ numpylm runs in two ways:
   shards computed at once by N threads (NumPy releases Python's lock inside its loops), one
   BLAS thread each, so the elementwise work runs on every core too.
 
-torch uses ``torch.set_num_threads(--threads)``. Reported: milliseconds per step, best and
-median of ``--steps`` timed steps (after warm-up), the ratio of the faster numpylm to torch,
-and numpylm's step split into forward, loss, backward and optimiser (whole batch, one thread).
+torch uses ``torch.set_num_threads(--threads)``. Each numpylm contender takes turns with a torch
+of its own (never with the other numpylm, whose spinning BLAS threads would slow it). Reported:
+milliseconds per step, best and median of ``--steps`` timed steps (after warm-up), each
+numpylm's ratio to the torch it took turns with, and numpylm's step split into forward, loss,
+backward and optimiser (whole batch, one thread of Python).
+
+With ``--data FILE`` it also runs ``numpylm train``'s own loop (``training.train``, a learned
+``bpe:VOCAB`` tokenizer, ``--threads`` shards) on that text for ``--warmup + --steps`` steps,
+each followed by a torch step, and reports ``train_step`` as the loop calls it::
+
+    python benchmarks/bench_train.py --threads 2 --steps 20 --data input.txt
 """
 
 from __future__ import annotations
@@ -131,6 +139,72 @@ def torch_step(directory: Path, decay_names: set[str]) -> Step:
     return step
 
 
+def real_loop(args: argparse.Namespace, torch_dir: Path | None, decay: set[str]) -> dict[str, Any]:
+    """``numpylm train``'s own loop, ``training.train``, on ``--data`` with the bench's shapes
+    and ``--threads``, for ``--warmup + --steps`` steps (a learned ``bpe:VOCAB`` tokenizer, one
+    evaluation at the start and one at the end, one checkpoint). Each of its steps is followed
+    by a torch step on a batch of the same shape (taking turns, as above). Milliseconds:
+    ``train_step`` as the loop calls it (what its progress bar measures), and the loop's wall
+    time per step without torch's."""
+    from numpylm.training import train as training
+
+    step_ms: list[float] = []
+    torch_ms: list[float] = []
+    peer = torch_step(torch_dir, decay) if torch_dir is not None else None
+    rng = np.random.default_rng(1)
+    plain_step, plain_run_steps = training.train_step, training.run_steps
+    wall: list[float] = []
+
+    def timed_step(*a: Any, **k: Any) -> Any:
+        t0 = time.perf_counter()
+        out = plain_step(*a, **k)
+        step_ms.append(1e3 * (time.perf_counter() - t0))
+        if peer is not None:
+            batch = rng.integers(0, args.vocab_size, (args.batch_size, args.n_ctx + 1))
+            t0 = time.perf_counter()
+            peer(np.ascontiguousarray(batch[:, :-1]), np.ascontiguousarray(batch[:, 1:]))
+            torch_ms.append(1e3 * (time.perf_counter() - t0))
+        return out
+
+    def timed_run_steps(*a: Any, **k: Any) -> Any:
+        t0 = time.perf_counter()
+        out = plain_run_steps(*a, **k)
+        wall.append(1e3 * (time.perf_counter() - t0))
+        return out
+
+    n = args.warmup + args.steps
+    training.train_step, training.run_steps = timed_step, timed_run_steps
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            cfg = training.TrainConfig(
+                data=str(args.data),
+                out=str(Path(out) / "run"),
+                tokenizer=f"bpe:{args.vocab_size}",
+                n_layer=args.n_layer,
+                n_head=args.n_head,
+                n_embd=args.n_embd,
+                n_ctx=args.n_ctx,
+                batch_size=args.batch_size,
+                steps=n,
+                eval_every=n,
+                threads=args.threads,
+            )
+            training.train(cfg, progress=False)
+    finally:
+        training.train_step, training.run_steps = plain_step, plain_run_steps
+    result: dict[str, Any] = {
+        "train_step": _summary(step_ms[args.warmup :]),
+        "wall_ms_per_step": (wall[0] - sum(torch_ms)) / n,
+    }
+    if torch_ms:
+        result["torch"] = _summary(torch_ms[args.warmup :])
+    return result
+
+
+def _summary(ms: list[float]) -> dict[str, float]:
+    return {"best": min(ms), "median": statistics.median(ms)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-layer", type=int, default=4)
@@ -144,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-torch", action="store_true", help="time numpylm only")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--data", type=Path, help="also time numpylm train's own loop on this text file"
+    )
     args = parser.parse_args(argv)
 
     threadpool_limits(args.threads)
@@ -156,35 +233,47 @@ def main(argv: list[str] | None = None) -> int:
     )
     steps: dict[str, Step] = {}
     tmp = tempfile.TemporaryDirectory()
+    torch_dir = Path(tmp.name)
+    decay: set[str] = set()
     if not args.no_torch:
         import torch
 
         torch.set_num_threads(args.threads)
         reference = GPT(config, seed=0)
-        reference.save_pretrained(tmp.name)
-        steps["torch"] = torch_step(Path(tmp.name), AdamW(reference.params, lr=LR).decay)
+        reference.save_pretrained(torch_dir)
+        decay = AdamW(reference.params, lr=LR).decay
     steps["numpylm"] = numpylm_step(config, 1)
     if args.threads > 1:
         steps[f"numpylm x{args.threads} shards"] = numpylm_step(config, args.threads)
 
-    rng = np.random.default_rng(0)
     B, T = args.batch_size, args.n_ctx
-    batches = [
-        rng.integers(0, config.vocab_size, (B, T + 1)) for _ in range(args.warmup + args.steps)
-    ]
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    times: dict[str, list[float]] = {}
+    torch_times: dict[str, list[float]] = {}
     first_loss: dict[str, float] = {}
-    for n, batch in enumerate(batches):
-        ids, targets = np.ascontiguousarray(batch[:, :-1]), np.ascontiguousarray(batch[:, 1:])
-        for name, step in steps.items():  # take turns, so machine noise hits all alike
-            t0 = time.perf_counter()
-            loss = step(ids, targets)
-            dt = time.perf_counter() - t0
-            if n == 0:
-                first_loss[name] = loss
-            if n >= args.warmup:
-                times[name].append(1e3 * dt)
-    ids, targets = np.ascontiguousarray(batches[0][:, :-1]), np.ascontiguousarray(batches[0][:, 1:])
+    # Each numpylm contender takes turns with its own torch, never with the other numpylm: the
+    # whole batch leaves OpenBLAS's worker threads spinning for a while after each call, which
+    # would slow whatever runs next on a 2-core machine (measured: the sharded step 140 ms
+    # after torch, 150-190 ms after the whole batch).
+    for name, step in steps.items():
+        pair = {name: step}
+        if not args.no_torch:
+            pair["torch"] = torch_step(torch_dir, decay)
+        rng = np.random.default_rng(0)
+        for n in range(args.warmup + args.steps):
+            batch = rng.integers(0, config.vocab_size, (B, T + 1))
+            ids, targets = np.ascontiguousarray(batch[:, :-1]), np.ascontiguousarray(batch[:, 1:])
+            for who, f in pair.items():  # take turns, so machine noise hits both alike
+                t0 = time.perf_counter()
+                loss = f(ids, targets)
+                dt = time.perf_counter() - t0
+                if n == 0:
+                    first_loss[who] = loss
+                if n >= args.warmup:
+                    (times if who == name else torch_times).setdefault(name, []).append(1e3 * dt)
+    loop = real_loop(args, torch_dir if not args.no_torch else None, decay) if args.data else None
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, config.vocab_size, (B, T + 1))
+    ids, targets = np.ascontiguousarray(batch[:, :-1]), np.ascontiguousarray(batch[:, 1:])
     phases = numpylm_phases(config, ids, targets)
     tmp.cleanup()
 
@@ -195,20 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": os.getloadavg(),
         "numpy": np.__version__,
         "first_loss": first_loss,
-        "ms_per_step": {
-            name: {"best": min(t), "median": statistics.median(t)} for name, t in times.items()
-        },
+        "ms_per_step": {name: _summary(t) for name, t in times.items()},
+        "torch_ms_per_step": {name: _summary(t) for name, t in torch_times.items()},
         "numpylm_phases_ms": phases,
     }
-    medians = {name: t["median"] for name, t in result["ms_per_step"].items()}
-    if "torch" in medians:
-        import torch
-
-        result["torch"] = torch.__version__
-        fastest = min((k for k in medians if k != "torch"), key=medians.__getitem__)
-        result["fastest_numpylm"] = fastest
-        result["numpylm_over_torch_median"] = medians[fastest] / medians["torch"]
-
+    if loop:
+        result["real_loop"] = loop
     print(
         f"config: {args.n_layer} layers, {args.n_head} heads, {args.n_embd} channels, context "
         f"{T}, batch {B}, vocab {args.vocab_size}; {args.threads} threads; load average "
@@ -216,10 +297,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("first-step loss: " + ", ".join(f"{k} {v:.6f}" for k, v in first_loss.items()))
     for name, t in result["ms_per_step"].items():
-        print(f"{name:>18}: {t['median']:7.1f} ms/step median, {t['best']:7.1f} best")
-    if "fastest_numpylm" in result:
-        ratio = result["numpylm_over_torch_median"]
-        print(f"{result['fastest_numpylm']} / torch (medians): {ratio:.2f}x")
+        line = f"{name:>18}: {t['median']:7.1f} ms/step median, {t['best']:7.1f} best"
+        if name in torch_times:
+            tt = result["torch_ms_per_step"][name]
+            ratio = t["median"] / tt["median"]
+            line += (
+                f"; torch in turn {tt['median']:.1f} median, {tt['best']:.1f} best: {ratio:.2f}x"
+            )
+        print(line)
+    if loop:
+        print(
+            f"real loop (numpylm train --threads {args.threads} on {args.data.name}): train_step "
+            f"{loop['train_step']['median']:.1f} ms median, {loop['train_step']['best']:.1f} "
+            f"best; the loop's wall time {loop['wall_ms_per_step']:.1f} ms/step "
+            f"(with its evaluations at the start and end, and a checkpoint)"
+            + (
+                f"; torch in turn {loop['torch']['median']:.1f} median: "
+                f"{loop['train_step']['median'] / loop['torch']['median']:.2f}x"
+                if "torch" in loop
+                else ""
+            )
+        )
     print("numpylm phases, one thread of Python (best of 5, ms): ", end="")
     print(", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     if args.json:

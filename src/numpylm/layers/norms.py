@@ -46,18 +46,21 @@ def layer_norm_backward(
         ``(dx, dw, db)`` with the shapes of ``x``, ``w`` and ``w``.
     """
     C = x.shape[-1]
-    xc = x - x.mean(axis=-1, keepdims=True)  # the forward's statistics, again
-    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + LAYER_NORM_EPS)  # (..., 1)
-    xhat = xc * rstd  # (..., C) the normalised input
-    db = dout.reshape(-1, C).sum(axis=0)  # from "+ b": summed over every position
-    dw = (dout * xhat).reshape(-1, C).sum(axis=0)  # from "* w"
+    xhat = x - x.mean(axis=-1, keepdims=True)  # the forward's statistics, again
+    rstd = 1.0 / np.sqrt((xhat * xhat).mean(axis=-1, keepdims=True) + LAYER_NORM_EPS)  # (..., 1)
+    xhat *= rstd  # (..., C) the normalised input
+    d2 = dout.reshape(-1, C)  # every position a row
+    db = d2.sum(axis=0)  # from "+ b": summed over every position
+    dw = np.einsum("nc,nc->c", d2, xhat.reshape(-1, C))  # from "* w": sum of dout * xhat
     dxhat = dout * w  # from "* w"
     # xhat = (x - mean) * rstd, and both mean and rstd depend on every channel of x. With the
     # chain rule through mean and var, the three paths collapse to this (per position):
     #   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-    mean_dxhat = dxhat.mean(axis=-1, keepdims=True)
-    mean_dxhat_xhat = (dxhat * xhat).mean(axis=-1, keepdims=True)
-    dx = rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat)
+    # computed in place: these run at every LayerNorm, twice per block
+    dx = dxhat - dxhat.mean(axis=-1, keepdims=True)
+    xhat *= np.einsum("...c,...c->...", dxhat, xhat)[..., None] * (1.0 / C)  # mean(dxhat xhat)
+    dx -= xhat
+    dx *= rstd
     return dx, dw, db
 
 

@@ -103,10 +103,13 @@ def attention_backward(
     datt = dy @ v.swapaxes(-1, -2)  # from "weights @ v": (B, H, T, L)
     if drop is not None:
         datt = dropout_backward(datt, *drop)  # from "weights = dropout(att)"
-    dscores = softmax_backward(datt, att)  # from "softmax(scores)"
-    dscores *= scale  # from "* scale"
-    dq = dscores @ k  # from "q @ k.T": (B, H, T, D)
-    dk = dscores.swapaxes(-1, -2) @ q  # from "q @ k.T": (B, H, L, D)
+    dscores = softmax_backward(datt, att)  # from "softmax(scores)", before its "* scale"
+    # from "scores = q @ k.T", then "* scale": applied to dq and dk, D wide, rather than to
+    # dscores, L wide (the same numbers, one pass over a smaller array)
+    dq = dscores @ k  # (B, H, T, D)
+    dq *= scale
+    dk = dscores.swapaxes(-1, -2) @ q  # (B, H, L, D)
+    dk *= scale
     return dq, dk, dv
 
 

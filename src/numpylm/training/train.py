@@ -789,19 +789,20 @@ def sharded_loss_and_grads(
         rngs = list(rng.spawn(len(shards)))
     counts = [int((y[s] != -1).sum()) for s in shards]
     kept = [i for i, n in enumerate(counts) if n]  # a shard with nothing to learn is skipped
-    weights = [counts[i] / sum(counts) for i in kept]
+    weights = {i: counts[i] / sum(counts) for i in kept}  # each shard's share of the mean
 
     def run(i: int) -> tuple[float, dict[str, np.ndarray]]:
-        return model.loss_and_grads(x[shards[i]], y[shards[i]], dropout=dropout, rng=rngs[i])
+        loss, grads = model.loss_and_grads(x[shards[i]], y[shards[i]], dropout=dropout, rng=rngs[i])
+        for g in grads.values():  # weighted here, in the shard's own thread
+            g *= weights[i]
+        return loss * weights[i], grads
 
     results = list(pool.map(run, kept))
-    loss = sum(w * shard_loss for w, (shard_loss, _) in zip(weights, results, strict=True))
-    grads = {}
-    for name in results[0][1]:
-        total = results[0][1][name] * weights[0]
-        for w, (_, shard_grads) in zip(weights[1:], results[1:], strict=True):
-            total += shard_grads[name] * w
-        grads[name] = total
+    loss = sum(shard_loss for shard_loss, _ in results)
+    grads = results[0][1]  # the first shard's own arrays
+    for _, shard_grads in results[1:]:
+        for name, total in grads.items():
+            total += shard_grads[name]
     return float(loss), grads
 
 
