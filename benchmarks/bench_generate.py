@@ -42,10 +42,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_decode import _busy_seconds, machine_info  # noqa: E402
+from bench_decode import _busy_seconds, machine_info
 
 PROMPT = "Who was the first president?"
 

@@ -102,7 +102,7 @@ class GPT:
     ``GPT(config, seed=0)`` is randomly initialised (GPT-2's scheme,
     ``weights.init_params``); ``GPT.from_pretrained`` loads trained weights. Calling
     the model maps token ids to next-token logits. ``backend`` chooses how the forward pass
-    computes (``backends``; default: fastest).
+    computes (``backends``; by default the plain layers, threads for a long pass).
     """
 
     def __init__(
