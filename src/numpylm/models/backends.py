@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .. import layers
+from .. import checks, layers
 from . import parallel
 
 Array = np.ndarray
@@ -88,5 +88,5 @@ def get_backend(backend: str | Backend | None = None, rows: int | None = None) -
             )
         backend = BACKENDS[backend]
     if backend is AUTO and rows is not None:
-        return THREADS if parallel.splits(rows) else PLAIN
+        return THREADS if parallel.splits(checks.whole_number("rows", rows, 1)) else PLAIN
     return backend
