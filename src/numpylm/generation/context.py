@@ -6,7 +6,8 @@ the answer so far is part of the next question. Three pieces of engineering live
 loops above read like the story:
 
 - the KV cache: after the first step, the model reads only the newest token of each sequence;
-- left padding: sequences of different lengths are read as one batch (``padding.left_pad``);
+- left padding: sequences of different lengths are read as one batch (``padding.left_pad``),
+  and sequences that start alike (the samples of one prompt) are read once (``KVCache.take``);
 - the context window: GPT-2's positions are learned, one embedding per position, so the cached
   keys cannot be shifted along. Once a sequence outgrows ``n_ctx``, the model reads its last
   ``n_ctx`` tokens only, and every step rebuilds the cache from them (a full pass over the
