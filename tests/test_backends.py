@@ -14,7 +14,7 @@ import pytest
 from numpylm import GPT, GPTConfig, generate_batch
 from numpylm.layers import gelu, gelu_fast
 from numpylm.models import parallel
-from numpylm.models.backends import PLAIN, THREADS, get_backend
+from numpylm.models.backends import AUTO, PLAIN, THREADS, get_backend
 from numpylm.models.gpt2 import backward
 
 CONFIG = GPTConfig(vocab_size=97, n_ctx=96, n_layer=2, n_head=4, n_embd=32)
@@ -38,7 +38,7 @@ def model64() -> GPT:
 
 def test_the_backends_give_the_same_logits(threads: int, pool_threads: set[str]) -> None:
     model = model64()
-    ids = np.random.default_rng(0).integers(0, CONFIG.vocab_size, size=(3, 90))  # 270 rows
+    ids = np.random.default_rng(0).integers(0, CONFIG.vocab_size, size=(5, 90))  # 450 rows
     plain = model(ids, backend="plain")
     assert not pool_threads  # the plain backend never touches the pool
     fast = model(ids, backend=THREADS)
@@ -49,19 +49,21 @@ def test_the_backends_give_the_same_logits(threads: int, pool_threads: set[str])
 def test_the_backends_agree_with_a_cache_and_padding(threads: int, pool_threads: set[str]) -> None:
     """A padded prefill then decoding steps, through the generation loop: the same greedy ids
     and the same logits for every backend."""
-    prompts = [list(range(3, 70)), list(range(10, 50)), [5, 6, 7]]
+    prompts = [
+        list(range(a, b)) for a, b in [(3, 70), (10, 50), (5, 8), (20, 87), (30, 60), (1, 68)]
+    ]
     plain_model, fast_model = model64(), model64()
     plain_model.backend, fast_model.backend = PLAIN, THREADS
     plain = generate_batch(plain_model, prompts, 12, temperature=0)
     fast = generate_batch(fast_model, prompts, 12, temperature=0)
     assert any(name.startswith("numpylm") for name in pool_threads)
     assert [p.tolist() for p in plain] == [f.tolist() for f in fast]
-    mask = np.zeros((3, 69), dtype=bool)
-    ids = np.zeros((3, 69), dtype=np.int64)
+    mask = np.zeros((6, 69), dtype=bool)
+    ids = np.zeros((6, 69), dtype=np.int64)
     for b, p in enumerate(prompts):
         ids[b, 69 - len(p) :], mask[b, 69 - len(p) :] = p, True
     for backend in ("plain", "threads"):
-        cache = plain_model.new_cache(3)
+        cache = plain_model.new_cache(6)
         first = plain_model(ids, cache=cache, attention_mask=mask, backend=backend)
         step = plain_model(ids[:, -1:], cache=cache, backend=backend)
         if backend == "plain":
@@ -85,9 +87,9 @@ def test_training_records_the_same_forward(threads: int) -> None:
 
 
 def test_the_backend_is_chosen_when_built_or_per_call() -> None:
-    assert GPT(CONFIG).backend is THREADS  # the default: the fastest
+    assert GPT(CONFIG).backend is AUTO and get_backend(None) is AUTO  # the default
     plain = GPT(CONFIG, backend="plain")
-    assert plain.backend is PLAIN and get_backend(None) is THREADS and get_backend(PLAIN) is PLAIN
+    assert plain.backend is PLAIN and get_backend(PLAIN) is PLAIN
     with pytest.raises(ValueError, match="backend must be one of"):
         GPT(CONFIG, backend="gpu")
     with pytest.raises(ValueError, match="backend must be one of"):
@@ -104,3 +106,22 @@ def test_gelu_fast_is_gelu() -> None:
     np.testing.assert_allclose(
         gelu(np.array([0.0, 1.0, -1.0])), [0.0, 0.841192, -0.158808], atol=1e-6
     )
+
+
+def test_the_default_runs_the_plain_layers_unless_a_pass_is_worth_splitting(
+    threads: int, pool_threads: set[str]
+) -> None:
+    """``AUTO`` is ``PLAIN`` for decoding steps and short prompts (the layers a learner reads
+    are the ones that run) and ``THREADS`` for a pass with enough tokens per thread."""
+    enough = parallel._MIN_ROWS_PER_THREAD * threads
+    assert get_backend("auto", rows=enough - 1) is PLAIN
+    assert get_backend(None, rows=enough) is THREADS
+    assert get_backend("plain", rows=enough) is PLAIN and get_backend(THREADS, rows=1) is THREADS
+    model = model64()
+    rng = np.random.default_rng(2)
+    cache = model.new_cache(100)
+    model(rng.integers(0, CONFIG.vocab_size, (100, 3)), cache=cache)  # 300 rows: split
+    split_prefill = bool(pool_threads)
+    pool_threads.clear()
+    model(rng.integers(0, CONFIG.vocab_size, (100, 1)), cache=cache)  # 100 decoding rows
+    assert split_prefill == (300 >= enough) and not pool_threads

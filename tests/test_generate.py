@@ -27,6 +27,7 @@ from numpylm import (
     generate_batch,
     stream,
 )
+from numpylm.generation.context import Context
 from numpylm.generation.streaming import TextStream
 
 # ------------------------------------------------------------------------------------------------
@@ -365,3 +366,30 @@ def test_tokens_the_tokenizer_cannot_write_are_never_drawn() -> None:
     model = byte_model(vocab_size=300)  # a padded vocabulary: ids 261..299 mean nothing
     steps = list(stream(model, tok, ["x"] * 8, max_new_tokens=30, seed=0, temperature=3.0))
     assert max(s.token_id for s in steps) < tok.n_vocab
+
+
+def test_samples_of_one_prompt_read_it_once(tiny_model64: GPT) -> None:
+    """Rows with the same prompt (``num_samples``) are read once and their KV cache copied to
+    each row: every row then gets the logits that a whole forward pass over its own text gives,
+    at the first step and after the rows have gone their own ways (with left padding too)."""
+    batches: list[int] = []
+
+    class Counting:  # the model, noting how many rows each forward pass reads
+        def __getattr__(self, name: str) -> object:
+            return getattr(tiny_model64, name)
+
+        def __call__(self, ids: np.ndarray, **kwargs: object) -> np.ndarray:
+            batches.append(len(ids))
+            return tiny_model64(ids, **kwargs)  # type: ignore[arg-type]
+
+    prompts = [[5, 6, 7], [1, 2, 3, 4, 5], [5, 6, 7], [5, 6, 7]]
+    context = Context(Counting(), prompts)  # type: ignore[arg-type]
+    for step in range(4):
+        logits = context.next_logits()
+        for b, row in enumerate(context.rows):
+            alone = tiny_model64(np.array(row))[-1]
+            np.testing.assert_allclose(logits[b], alone, rtol=0, atol=1e-12)
+        context.append(np.array([10 + step, 20, 30 + step, 40]))
+    assert batches == [2, 4, 4, 4]  # two different prompts read, then four rows a step
+    sampled = generate_batch(tiny_model64, [[5, 6, 7]], 12, num_samples=3, seed=1)
+    assert len({tuple(s) for s in sampled}) == 3  # the copies are samples of their own

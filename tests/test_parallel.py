@@ -27,7 +27,7 @@ def threads(request: pytest.FixtureRequest) -> Iterator[int]:
     parallel.set_threads(before)
 
 
-@pytest.mark.parametrize("rows", [1, 5, 47, 48, 130])
+@pytest.mark.parametrize("rows", [1, 5, 255, 256, 400])
 def test_linear_and_gelu_equal_the_layers(threads: int, rows: int, pool_threads: set[str]) -> None:
     rng = np.random.default_rng(rows)
     x = rng.standard_normal((rows, 24))
@@ -40,10 +40,11 @@ def test_linear_and_gelu_equal_the_layers(threads: int, rows: int, pool_threads:
     np.testing.assert_allclose(parallel.linear(x, wt, b), linear(x, w, b), rtol=0, atol=1e-12)
     np.testing.assert_array_equal(parallel.gelu(x3), gelu_fast(x3))  # elementwise: exactly equal
     assert parallel.linear(x3.astype(np.float32), w.astype(np.float32)).dtype == np.float32
-    assert bool(pool_threads) == (threads > 1 and rows >= 16 * threads)  # split, or the fallback
+    split = threads > 1 and rows >= parallel._MIN_ROWS_PER_THREAD * threads
+    assert bool(pool_threads) == split  # split, or the fallback
 
 
-@pytest.mark.parametrize(("B", "T", "start"), [(1, 1, 0), (1, 40, 0), (2, 70, 9), (3, 33, 100)])
+@pytest.mark.parametrize(("B", "T", "start"), [(1, 1, 0), (1, 40, 0), (2, 140, 9), (3, 130, 100)])
 def test_blocked_attention_equals_the_layer(
     threads: int, B: int, T: int, start: int, pool_threads: set[str]
 ) -> None:
@@ -66,22 +67,22 @@ def test_blocked_attention_equals_the_layer(
         np.testing.assert_allclose(
             np.where(real[..., None], got, 0), np.where(real[..., None], expected, 0), atol=1e-12
         )
-    assert bool(pool_threads) == (threads > 1 and B * T >= 16 * threads)
+    assert bool(pool_threads) == (threads > 1 and B * T >= parallel._MIN_ROWS_PER_THREAD * threads)
 
 
 def test_model_forward_is_the_same_with_any_number_of_threads() -> None:
     model = GPT(GPTConfig(vocab_size=97, n_ctx=96, n_layer=2, n_head=4, n_embd=32), seed=1,
                 dtype=np.float64)  # fmt: skip
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, 97, (2, 80))
-    mask = np.ones((2, 80), dtype=int)
+    ids = rng.integers(0, 97, (4, 80))  # 320 rows: split on 2 threads
+    mask = np.ones((4, 80), dtype=int)
     mask[1, :7] = 0
     before = parallel.get_threads()
     results = []
     try:
         for n in (1, 2, 4):
             parallel.set_threads(n)
-            cache = model.new_cache(2)
+            cache = model.new_cache(4)
             prefill = model(ids[:, :60], cache=cache, attention_mask=mask[:, :60])
             step = model(ids[:, 60:], cache=cache, attention_mask=mask[:, 60:])
             full = model(ids, attention_mask=mask)

@@ -6,7 +6,8 @@ the answer so far is part of the next question. Three pieces of engineering live
 loops above read like the story:
 
 - the KV cache: after the first step, the model reads only the newest token of each sequence;
-- left padding: sequences of different lengths are read as one batch (``padding.left_pad``);
+- left padding: sequences of different lengths are read as one batch (``padding.left_pad``),
+  and sequences that start alike (the samples of one prompt) are read once (``KVCache.take``);
 - the context window: GPT-2's positions are learned, one embedding per position, so the cached
   keys cannot be shifted along. Once a sequence outgrows ``n_ctx``, the model reads its last
   ``n_ctx`` tokens only, and every step rebuilds the cache from them (a full pass over the
@@ -61,6 +62,7 @@ class Context:
         self.use_cache = use_cache
         self.n_vocab = n_vocab
         self.cache: Any = None  # a KVCache once the first window has been read
+        self.newest = np.asarray([[row[-1]] for row in self.rows])  # (B, 1) the newest tokens
         self.history = TokenHistory(self.rows, model.config.vocab_size) if history else None
 
     def next_logits(self) -> np.ndarray:
@@ -68,14 +70,21 @@ class Context:
         n_ctx = self.model.config.n_ctx
         if self.cache is not None and self.cache.length < n_ctx:
             # The cache holds everything but the newest token: run the model on that one.
-            newest = np.asarray([[row[-1]] for row in self.rows])  # (B, 1)
+            newest = self.newest  # (B, 1)
             logits = self.model(newest, cache=self.cache, last_only=True)[:, -1]
         else:
             # Read the whole window: at the first step, at every step without a cache, and
-            # when the cache is full (the window then moves on by one token).
-            ids, mask = left_pad([row[-n_ctx:] for row in self.rows])  # (B, T), mask or None
-            self.cache = self.model.new_cache(len(self.rows)) if self.use_cache else None
+            # when the cache is full (the window then moves on by one token). Rows with the
+            # same window (the samples of one prompt) are read once and then copied.
+            windows = [tuple(row[-n_ctx:]) for row in self.rows]
+            unique = {w: i for i, w in enumerate(dict.fromkeys(windows))}  # window -> its row
+            ids, mask = left_pad([list(w) for w in unique])  # (U, T), mask or None
+            self.cache = self.model.new_cache(len(unique)) if self.use_cache else None
             logits = self.model(ids, cache=self.cache, attention_mask=mask, last_only=True)[:, -1]
+            if len(unique) < len(windows):
+                which = np.array([unique[w] for w in windows])  # (B,) each row's unique window
+                logits = logits[which]  # (B, V)
+                self.cache = None if self.cache is None else self.cache.take(which)
         if self.n_vocab is not None and self.n_vocab < logits.shape[-1]:
             logits[:, self.n_vocab :] = -np.inf
         return logits  # (B, V)
@@ -84,6 +93,7 @@ class Context:
         """Add one token to each sequence: ``ids`` is (B,)."""
         for row, i in zip(self.rows, ids, strict=True):
             row.append(int(i))
+        self.newest = np.asarray(ids, dtype=np.int64).reshape(-1, 1)  # (B, 1), the next input
         if self.history is not None:
             self.history.add(ids)
 

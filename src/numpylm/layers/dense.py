@@ -18,7 +18,11 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndar
     Returns:
         (..., C_out).
     """
-    return x @ w if b is None else x @ w + b
+    # One (N, C_in) @ (C_in, C_out) product over all N positions: given a (B, T, C_in) stack,
+    # NumPy would multiply each of the B matrices on its own (4x slower for 100 decoding rows).
+    x2 = x.reshape(-1, x.shape[-1])  # (N, C_in)
+    y = x2 @ w if b is None else x2 @ w + b  # (N, C_out)
+    return y.reshape(*x.shape[:-1], w.shape[1])
 
 
 def linear_backward(

@@ -15,21 +15,24 @@ A ``Backend`` is a set of the four, ``session(rows)``, a context the forward pas
 ``PLAIN``: nothing), and ``dropout(x)``, which returns ``x`` for inference: only training's
 backend (``models.gpt2.backward.recording``) drops anything, and records what its backward
 pass needs. ``PLAIN`` is ``numpylm.layers`` as written, the formulas and nothing else: the
-one to read. ``THREADS`` is ``numpylm.models.parallel``: the same numbers (to rounding), with
-a long prompt's work spread over the cores. The model uses ``DEFAULT``, the
-fastest, unless it is given another when it is built (``GPT(config, backend="plain")``) or
-called (``model(ids, backend="plain")``).
+one to read, and the one that runs by default. ``THREADS`` is ``numpylm.models.parallel``: the
+same numbers (to rounding), with a long prompt's work spread over the cores. ``AUTO``, the
+default (``DEFAULT``), is not a third way to compute: for each forward pass it is ``PLAIN``,
+unless the pass reads enough tokens to be worth splitting over the cores (``parallel.splits``:
+a long prompt, a large batch of prompts), and then ``THREADS``. A decoding step, even for 100
+samples at once, runs the plain layers. Choose one for good when the model is built
+(``GPT(config, backend="plain")``) or for one call (``model(ids, backend="threads")``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .. import layers
+from .. import checks, layers
 from . import parallel
 
 Array = np.ndarray
@@ -66,16 +69,24 @@ THREADS = Backend(
     parallel.attention,
     parallel.single_threaded_blas,
 )
-BACKENDS = {b.name: b for b in (PLAIN, THREADS)}
-DEFAULT = THREADS
+AUTO = replace(PLAIN, name="auto")  # the plain functions, until a pass is large (get_backend)
+BACKENDS = {b.name: b for b in (AUTO, PLAIN, THREADS)}
+DEFAULT = AUTO
 
 
-def get_backend(backend: str | Backend | None = None) -> Backend:
-    """A backend by name (``"plain"``, ``"threads"``) or as it is; None is ``DEFAULT``."""
+def get_backend(backend: str | Backend | None = None, rows: int | None = None) -> Backend:
+    """A backend by name (``"auto"``, ``"plain"``, ``"threads"``) or as it is; None is
+    ``DEFAULT``. Given the ``rows`` (tokens, B * T) of the pass about to run, ``AUTO`` becomes
+    the backend that computes it: ``THREADS`` if the pass is worth splitting over the cores,
+    else ``PLAIN``."""
     if backend is None:
-        return DEFAULT
-    if isinstance(backend, Backend):
-        return backend
-    if backend in BACKENDS:
-        return BACKENDS[backend]
-    raise ValueError(f"backend must be one of {sorted(BACKENDS)} or a Backend, got {backend!r}")
+        backend = DEFAULT
+    if not isinstance(backend, Backend):
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"backend must be one of {sorted(BACKENDS)} or a Backend, got {backend!r}"
+            )
+        backend = BACKENDS[backend]
+    if backend is AUTO and rows is not None:
+        return THREADS if parallel.splits(checks.whole_number("rows", rows, 1)) else PLAIN
+    return backend

@@ -49,6 +49,17 @@ class KVCache:
         """How many positions the arrays hold now."""
         return int(self.k.shape[3])
 
+    def take(self, rows: np.ndarray) -> KVCache:
+        """A cache for ``len(rows)`` sequences, sequence ``b`` a copy of this cache's sequence
+        ``rows[b]`` (its filled positions and padding): B samples of one prompt, read once."""
+        k, v = (np.empty((a.shape[0], len(rows), *a.shape[2:]), a.dtype) for a in (self.k, self.v))
+        k[:, :, :, : self.length] = self.k[:, rows, :, : self.length]
+        v[:, :, :, : self.length] = self.v[:, rows, :, : self.length]
+        pad = self.padding
+        if pad is not None:
+            pad = Padding(pad.key_mask[rows], pad.n_real[rows])
+        return KVCache(k, v, self.length, pad)
+
     def make_room(self, end: int, limit: int) -> None:
         """Grow the arrays to hold positions ``[0, end)``: to twice their capacity, or to
         ``end`` if that is more, but never past ``limit`` (the model's context). The filled

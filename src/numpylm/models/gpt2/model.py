@@ -102,7 +102,7 @@ class GPT:
     ``GPT(config, seed=0)`` is randomly initialised (GPT-2's scheme,
     ``weights.init_params``); ``GPT.from_pretrained`` loads trained weights. Calling
     the model maps token ids to next-token logits. ``backend`` chooses how the forward pass
-    computes (``backends``; default: fastest).
+    computes (``backends``; by default the plain layers, threads for a long pass).
     """
 
     def __init__(
@@ -190,9 +190,10 @@ class GPT:
             (B, T, V) logits in the model's dtype, or (T, V) for 1-D ``ids``; T is 1 with
             ``last_only``.
         """
-        p, be, c = self.params, get_backend(backend or self.backend), self.config
+        p, c = self.params, self.config
         ids2d = checks.token_ids(ids, c.vocab_size)
         B, T = ids2d.shape
+        be = get_backend(backend or self.backend, rows=B * T)  # by default: plain, or threads
         kv_shape = (c.n_layer, B, c.n_head, c.n_ctx, c.head_size)  # of a cache for this batch
         start = checks.cache_room(cache, T, kv_shape, self.dtype)
         mask = None if attention_mask is None else checks.attention_mask(attention_mask, B, T)

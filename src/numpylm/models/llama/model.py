@@ -240,9 +240,10 @@ class Llama:
         ``attention_mask`` (1 for tokens, 0 for left padding), ``last_only`` (the last
         position's logits only). Returns (B, T, V) logits, or (T, V) for 1-D ids.
         """
-        p, be, c = self.params, get_backend(backend or self.backend), self.config
+        p, c = self.params, self.config
         ids2d = checks.token_ids(ids, c.vocab_size)
         B, T = ids2d.shape
+        be = get_backend(backend or self.backend, rows=B * T)  # by default: plain, or threads
         start = checks.cache_room(cache, T, self.cache_shape(B), self.dtype)
         mask = None if attention_mask is None else checks.attention_mask(attention_mask, B, T)
         # pos: (T,) or (B, T); allowed: which keys each new token may see, (T, L) or None
