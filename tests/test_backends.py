@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from numpylm import GPT, GPTConfig, generate_batch
-from numpylm.layers import gelu, gelu_fast
+from numpylm.layers import gelu, gelu_fast, layer_norm
 from numpylm.models import parallel
 from numpylm.models.backends import PLAIN, THREADS, get_backend
 from numpylm.models.gpt2 import backward
@@ -104,3 +104,21 @@ def test_gelu_fast_is_gelu() -> None:
     np.testing.assert_allclose(
         gelu(np.array([0.0, 1.0, -1.0])), [0.0, 0.841192, -0.158808], atol=1e-6
     )
+
+
+def test_layer_norm_is_its_formula() -> None:
+    """``layer_norm``, written into one array, computes ``(x - mean) / sqrt(var + eps) * w + b``
+    (float32 stays float32) and leaves its input alone."""
+    rng = np.random.default_rng(1)
+    x, w, b = (
+        rng.standard_normal((2, 5, 48)) * 3 + 1,
+        rng.standard_normal(48),
+        rng.standard_normal(48),
+    )
+    formula = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * w + b
+    x0 = x.copy()
+    np.testing.assert_allclose(layer_norm(x, w, b), formula, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(x, x0)
+    x32, w32, b32 = (a.astype(np.float32) for a in (x, w, b))
+    assert layer_norm(x32, w32, b32).dtype == np.float32
+    np.testing.assert_allclose(layer_norm(x32, w32, b32), formula, rtol=1e-5, atol=1e-5)
