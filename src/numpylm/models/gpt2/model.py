@@ -123,9 +123,10 @@ class GPT:
         params = init_params(shapes, config.n_layer, seed, self.dtype) if params is None else params
         formats.check_shapes(shapes, params, f"the config ({config})")
         params = {k: np.asarray(v, dtype=self.dtype) for k, v in params.items()}
-        # wte, (V, C), stored column-major: the LM head x @ wte.T, the largest product of a
-        # decoding step, then reads memory in order (the same numbers, another layout)
-        params["wte.weight"] = np.ascontiguousarray(params["wte.weight"].T).T
+        # wte (V, C) and each MLP's down-projection (4C, C) stored column-major: a decoding
+        # step's x @ wte.T and x @ W then read each output's weights in one run (same numbers)
+        for name in ["wte.weight"] + [f"h.{i}.mlp.c_proj.weight" for i in range(config.n_layer)]:
+            params[name] = np.asfortranarray(params[name])
         self.params: dict[str, np.ndarray] = params
 
     def __repr__(self) -> str:
