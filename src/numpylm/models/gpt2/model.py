@@ -123,10 +123,7 @@ class GPT:
         params = init_params(shapes, config.n_layer, seed, self.dtype) if params is None else params
         formats.check_shapes(shapes, params, f"the config ({config})")
         params = {k: np.asarray(v, dtype=self.dtype) for k, v in params.items()}
-        # wte (V, C) and each MLP's down-projection (4C, C) stored column-major: a decoding
-        # step's x @ wte.T and x @ W then read each output's weights in one run (same numbers)
-        for name in ["wte.weight"] + [f"h.{i}.mlp.c_proj.weight" for i in range(config.n_layer)]:
-            params[name] = np.asfortranarray(params[name])
+        weights.decode_layout(params, config.n_layer)  # wte and the MLPs' c_proj column-major
         self.params: dict[str, np.ndarray] = params
 
     def __repr__(self) -> str:
@@ -146,6 +143,8 @@ class GPT:
         config = GPTConfig.from_hf(hf, source=f"{source}/config.json")
         memory.check_model(config, np.dtype(dtype).itemsize, "loading", source)
         params = weights.params_from_hf(tensors, param_shapes(config), source)
+        del tensors  # so that each array decode_layout lays out anew frees the one it replaces
+        weights.decode_layout(params, config.n_layer)
         return cls(config, dtype=dtype, params=params)
 
     def save_pretrained(self, directory: PathArg, dtype: DType | None = None) -> Path:
