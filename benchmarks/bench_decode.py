@@ -24,7 +24,7 @@ each library reading the GGUF file itself, as a user would:
 - **peak RSS**: each contender runs in a fresh subprocess (load the checkpoint, run, read
   ``ru_maxrss``), so every figure includes the interpreter, the libraries and the weights.
 - **memory bandwidth**: the best of several probes (``work_bandwidth``): OpenBLAS's
-  matrix-vector product ``x @ M`` over matrices of 128 to 512 MiB, with every thread, and (the
+  matrix-vector product ``x @ M`` over matrices of 256 MiB to 1 GiB, with every thread, and (the
   older, lower figure) one thread per core summing its half of a 1 GiB array. Decoding one token
   has to read every weight once (~498 MB for GPT-2 in float32, ~540 MB for SmolLM2), so
   bandwidth / weight bytes is the fastest any decoder can go, and "share" says how close each
@@ -190,7 +190,7 @@ def work_transformers(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
 
 # The probes of the memory bandwidth, each (name, MiB read per run). The best of them is the
 # figure: a probe can only read slower than memory allows, never faster.
-BANDWIDTH_PROBES = (("sum", 1024), ("gemv", 128), ("gemv", 256), ("gemv", 512))
+BANDWIDTH_PROBES = (("sum", 1024), ("gemv", 256), ("gemv", 512), ("gemv", 1024))
 
 
 def work_bandwidth(s: Settings) -> dict[str, Any]:
@@ -201,13 +201,14 @@ def work_bandwidth(s: Settings) -> dict[str, Any]:
       releases the GIL inside ``sum``). numpylm's probe until issue 18; NumPy's pairwise
       summation does more work per float than a matrix-vector product, so one core sums
       slower than memory streams, and this is a lower bound.
-    - ``gemv``: ``x @ M`` for a (768, N) float32 matrix of 128, 256 or 512 MiB, by OpenBLAS
+    - ``gemv``: ``x @ M`` for a (768, N) float32 matrix of 256, 512 or 1024 MiB, by OpenBLAS
       with ``s.threads`` threads: the operation a decoding step is made of, on a matrix laid
       out as GPT-2's LM head. It reads every float of ``M`` once, does two flops per float
       (far below what the cores compute) and writes only N floats, so it runs as fast as
-      memory delivers; matrices far larger than the caches (32 MiB of L3 here) leave nothing
-      to reuse. Its best over the sizes is the read bandwidth a decoder built on BLAS can
-      attain.
+      memory delivers. Its best over the sizes is the read bandwidth a decoder built on BLAS
+      can attain. The matrices are at least 8 times the last-level cache (32 MiB on the AMD
+      EPYC measured): on that machine, in the same runs, 128 MiB read 57-71 GB/s where 256
+      and 512 MiB read 51-59, a sign that some cache still helped there.
     """
     probes = {"sum": _probe_sum, "gemv": _probe_gemv}
     figures = {f"{name} {mib} MiB": probes[name](mib, s) for name, mib in BANDWIDTH_PROBES}
