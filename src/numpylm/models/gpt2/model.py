@@ -123,7 +123,9 @@ class GPT:
         params = init_params(shapes, config.n_layer, seed, self.dtype) if params is None else params
         formats.check_shapes(shapes, params, f"the config ({config})")
         params = {k: np.asarray(v, dtype=self.dtype) for k, v in params.items()}
-        weights.decode_layout(params, config.n_layer)  # wte and the MLPs' c_proj column-major
+        # wte, (V, C), stored column-major: the LM head x @ wte.T, the largest product of a
+        # decoding step, then reads memory in order (the same numbers, another layout)
+        params["wte.weight"] = np.ascontiguousarray(params["wte.weight"].T).T
         self.params: dict[str, np.ndarray] = params
 
     def __repr__(self) -> str:
@@ -143,8 +145,6 @@ class GPT:
         config = GPTConfig.from_hf(hf, source=f"{source}/config.json")
         memory.check_model(config, np.dtype(dtype).itemsize, "loading", source)
         params = weights.params_from_hf(tensors, param_shapes(config), source)
-        del tensors  # so that each array decode_layout lays out anew frees the one it replaces
-        weights.decode_layout(params, config.n_layer)
         return cls(config, dtype=dtype, params=params)
 
     def save_pretrained(self, directory: PathArg, dtype: DType | None = None) -> Path:

@@ -180,20 +180,6 @@ def params_to_hf(params: dict[str, np.ndarray], dtype: np.dtype[Any]) -> dict[st
     return {_PREFIX + name: p.astype(dtype, copy=False) for name, p in params.items()}
 
 
-def decode_layout(params: dict[str, np.ndarray], n_layer: int) -> None:
-    """Store ``wte.weight`` (V, C) and every ``h.{i}.mlp.c_proj.weight`` (4C, C) column-major,
-    in place: the same numbers, another layout.
-
-    At batch 1 each weight matrix is read once per token, and ``x @ W`` over a column-major
-    ``W`` reads each output's weights in one contiguous run: the LM head ``x @ wte.T`` then
-    streams its 154 MB in order (1.3-1.7x faster than against the (V, C) table), and the MLP's
-    (3072, 768) down-projection reads runs of 3072 floats instead of 768 (a decoding step of
-    GPT-2 124M 0.7 ms, 4%, faster; measured). The other matrices are faster as they are.
-    """
-    for name in ["wte.weight"] + [f"h.{i}.mlp.c_proj.weight" for i in range(n_layer)]:
-        params[name] = np.asfortranarray(params[name])
-
-
 def init_params(
     shapes: dict[str, tuple[int, ...]],
     n_layer: int,
