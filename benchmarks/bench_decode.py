@@ -23,8 +23,9 @@ each library reading the GGUF file itself, as a user would:
   position only), in tokens/s.
 - **peak RSS**: each contender runs in a fresh subprocess (load the checkpoint, run, read
   ``ru_maxrss``), so every figure includes the interpreter, the libraries and the weights.
-- **memory bandwidth**: one thread per core, each summing its own slice of a 1 GiB array
-  (NumPy releases the GIL, so the threads stream memory at the same time). Decoding one token
+- **memory bandwidth**: the best of several probes (``work_bandwidth``): OpenBLAS's
+  matrix-vector product ``x @ M`` over matrices of 256 MiB to 1 GiB, with every thread, and (the
+  older, lower figure) one thread per core summing its half of a 1 GiB array. Decoding one token
   has to read every weight once (~498 MB for GPT-2 in float32, ~540 MB for SmolLM2), so
   bandwidth / weight bytes is the fastest any decoder can go, and "share" says how close each
   one gets.
@@ -187,13 +188,49 @@ def work_transformers(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
     return {"tokens_per_s": s.new_tokens / best, "times": times, "ids": out, "end_rss_mb": end_rss}
 
 
+# The probes of the memory bandwidth, each (name, MiB read per run). The best of them is the
+# figure: a probe can only read slower than memory allows, never faster.
+BANDWIDTH_PROBES = (("sum", 1024), ("gemv", 256), ("gemv", 512), ("gemv", 1024))
+
+
 def work_bandwidth(s: Settings) -> dict[str, Any]:
-    """Read bandwidth with one thread per core, each summing its own part of a 1 GiB array."""
-    data = np.ones(2**28, dtype=np.float32)  # 1 GiB, touched once so the pages exist
+    """How fast the machine reads memory with ``s.threads`` threads, by several probes (the
+    best is the figure; each is the best of ``5 * repeats`` runs):
+
+    - ``sum``: one Python thread per core, each summing its part of a 1 GiB array (NumPy
+      releases the GIL inside ``sum``). numpylm's probe until issue 18; NumPy's pairwise
+      summation does more work per float than a matrix-vector product, so one core sums
+      slower than memory streams, and this is a lower bound.
+    - ``gemv``: ``x @ M`` for a (768, N) float32 matrix of 256, 512 or 1024 MiB, by OpenBLAS
+      with ``s.threads`` threads: the operation a decoding step is made of, on a matrix laid
+      out as GPT-2's LM head. It reads every float of ``M`` once, does two flops per float
+      (far below what the cores compute) and writes only N floats, so it runs as fast as
+      memory delivers. Its best over the sizes is the read bandwidth a decoder built on BLAS
+      can attain. The matrices are at least 8 times the last-level cache (32 MiB on the AMD
+      EPYC measured): on that machine, in the same runs, 128 MiB read 57-71 GB/s where 256
+      and 512 MiB read 51-59, a sign that some cache still helped there.
+    """
+    probes = {"sum": _probe_sum, "gemv": _probe_gemv}
+    figures = {f"{name} {mib} MiB": probes[name](mib, s) for name, mib in BANDWIDTH_PROBES}
+    return {"gb_per_s": max(figures.values()), "probes": figures}
+
+
+def _probe_sum(mib: int, s: Settings) -> float:
+    data = np.ones(mib * 2**20 // 4, dtype=np.float32)  # touched, so the pages exist
     parts = np.array_split(data, s.threads)
     with ThreadPoolExecutor(s.threads) as pool:
-        best, times, _ = _best_time(lambda: list(pool.map(np.sum, parts)), 5 * s.repeats)
-    return {"gb_per_s": data.nbytes / best / 1e9, "times": times}
+        best, _, _ = _best_time(lambda: list(pool.map(np.sum, parts)), 5 * s.repeats)
+    return data.nbytes / best / 1e9
+
+
+def _probe_gemv(mib: int, s: Settings) -> float:
+    from threadpoolctl import threadpool_limits
+
+    m = np.ones((768, mib * 2**20 // (4 * 768)), dtype=np.float32)
+    x = np.ones(768, dtype=np.float32)
+    with threadpool_limits(s.threads, user_api="blas"):
+        best, _, _ = _best_time(lambda: x @ m, 5 * s.repeats)
+    return m.nbytes / best / 1e9
 
 
 def worker(argv: list[str]) -> None:
@@ -368,6 +405,9 @@ def run(s: Settings, contenders: tuple[str, ...]) -> dict[str, Any]:
     # Measured before and after the rest: the better of the two is what the machine can do.
     results["bandwidth_gb_per_s"] = max(b["gb_per_s"] for b in bandwidth)
     results["bandwidth_runs"] = bandwidth
+    results["bandwidth_probes"] = {  # each probe's better run
+        name: max(b["probes"][name] for b in bandwidth) for name in bandwidth[0]["probes"]
+    }
     limit = results["bandwidth_gb_per_s"] * 1e9 / per_token
     results["decode_limit_tokens_per_s"] = limit
     for r in results["decode"].values():
@@ -441,7 +481,10 @@ def markdown(r: dict[str, Any]) -> str:
         ]
     lines += [
         "",
-        f"Memory bandwidth ({s['threads']} thread(s)): {r['bandwidth_gb_per_s']:.1f} GB/s; "
+        f"Memory bandwidth ({s['threads']} thread(s)): {r['bandwidth_gb_per_s']:.1f} GB/s, the "
+        "best of the probes (GB/s, the better of a run before and one after the rest): "
+        + ", ".join(f"{n} {g:.1f}" for n, g in r["bandwidth_probes"].items())
+        + "; "
         f"weights read per token: {r['weight_mb_per_token']:.1f} MB; decode limit: "
         f"{r['decode_limit_tokens_per_s']:.0f} tok/s. "
         f"Same greedy tokens from every contender: {'yes' if r['same_tokens'] else 'NO'}.",

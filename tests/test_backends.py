@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from numpylm import GPT, GPTConfig, generate_batch
-from numpylm.layers import gelu, gelu_fast
+from numpylm.layers import gelu, gelu_fast, layer_norm, layer_norm_fast
 from numpylm.models import parallel
 from numpylm.models.backends import AUTO, PLAIN, THREADS, get_backend
 from numpylm.models.gpt2 import backward
@@ -125,3 +125,21 @@ def test_the_default_runs_the_plain_layers_unless_a_pass_is_worth_splitting(
     pool_threads.clear()
     model(rng.integers(0, CONFIG.vocab_size, (100, 1)), cache=cache)  # 100 decoding rows
     assert split_prefill == (300 >= enough) and not pool_threads
+
+
+def test_layer_norm_fast_is_layer_norm() -> None:
+    """The speed rewrite computes the formula's numbers (float32 stays float32) and leaves its
+    input alone."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 5, 48)) * 3 + 1
+    w, b = rng.standard_normal(48), rng.standard_normal(48)
+    x0 = x.copy()
+    np.testing.assert_allclose(
+        layer_norm_fast(x, w, b), layer_norm(x, w, b), rtol=1e-12, atol=1e-12
+    )
+    np.testing.assert_array_equal(x, x0)
+    x32, w32, b32 = (a.astype(np.float32) for a in (x, w, b))
+    assert layer_norm_fast(x32, w32, b32).dtype == np.float32
+    np.testing.assert_allclose(
+        layer_norm_fast(x32, w32, b32), layer_norm(x, w, b), rtol=1e-5, atol=1e-5
+    )

@@ -28,7 +28,7 @@ from .activations import gelu, gelu_backward, gelu_fast, silu, swiglu
 from .dense import linear, linear_backward
 from .embeddings import embedding, embedding_backward, rope, rope_cos_sin
 from .loss import cross_entropy
-from .norms import LAYER_NORM_EPS, layer_norm, layer_norm_backward, rms_norm
+from .norms import LAYER_NORM_EPS, layer_norm, layer_norm_backward, layer_norm_fast, rms_norm
 from .regularisation import apply_dropout, check_dropout, dropout, dropout_backward, dropout_mask
 from .self_attention import (
     Attention,
@@ -61,6 +61,7 @@ __all__ = [
     "grouped_query_attention",
     "layer_norm",
     "layer_norm_backward",
+    "layer_norm_fast",
     "linear",
     "linear_backward",
     "merge_heads",

@@ -64,7 +64,7 @@ PLAIN = Backend("plain", layers.linear, layers.layer_norm, layers.gelu, _attend)
 THREADS = Backend(
     "threads",
     parallel.linear,
-    layers.layer_norm,
+    layers.layer_norm_fast,
     parallel.gelu,
     parallel.attention,
     parallel.single_threaded_blas,
