@@ -208,7 +208,8 @@ def test_model_loss_and_grads_finite_differences() -> None:
     mask[1, :2] = False
     loss, grads = model.loss_and_grads(ids, targets, mask)
     assert list(grads) == list(model.params)
-    assert loss == model.loss(ids, targets, mask)
+    # The same loss to rounding (training's GELU is gelu_fast, the plain backend's the formula)
+    assert loss == pytest.approx(model.loss(ids, targets, mask), rel=1e-12)
 
     def f() -> float:
         return model.loss(ids, targets, mask)
