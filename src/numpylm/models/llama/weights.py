@@ -208,16 +208,17 @@ def split_shapes(shapes: Shapes, fields: dict[str, Any]) -> Shapes:
 
 
 def join(params: Params, fields: dict[str, Any]) -> Params:
-    """The files' tensors (checked against ``split_shapes``) -> numpylm's: each block's query,
-    key and value maps stacked into ``qkv_proj`` (weights and biases), gate and up into
-    ``gate_up_proj``. Each part is dropped as soon as it is stacked, so the peak is one map."""
-    out = dict(params)
+    """The files' tensors (checked against ``split_shapes``) -> numpylm's, in place: each
+    block's query, key and value maps stacked into ``qkv_proj`` (weights and biases), gate and
+    up into ``gate_up_proj``. Each part leaves ``params`` as soon as it is stacked, so loading
+    needs one stacked map more than the weights, not a second copy of them. Returns
+    ``params``."""
     n_layer = fields["n_layer"]
     for i, joined, kind in itertools.product(range(n_layer), JOINED, (".weight", ".bias")):
         names = [f"layers.{i}.{part}{kind}" for part in JOINED[joined]]
-        if names[0] in out:
-            out[f"layers.{i}.{joined}{kind}"] = np.concatenate([out.pop(n) for n in names])
-    return out
+        if names[0] in params:
+            params[f"layers.{i}.{joined}{kind}"] = np.concatenate([params.pop(n) for n in names])
+    return params
 
 
 def split(params: Params, fields: dict[str, Any]) -> Params:
@@ -464,6 +465,7 @@ def read(
         hf, tensors, source = formats.read_model(path)
         fields = config_from_hf(hf, f"{source}/{checkpoint.CONFIG_FILE}")
         params = params_from_hf(tensors, fields["tie_word_embeddings"], source)
+        del tensors  # params holds the arrays now: join can free each part as it stacks it
     try:
         config = make(**fields)
     except ValueError as e:
