@@ -24,7 +24,7 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -177,33 +177,28 @@ JOINED = {
 """numpylm's stacked maps in each block -> the files' maps, whose rows they stack in order."""
 
 
-def _parts(fields: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """The rows of each of ``JOINED``'s parts: (Q, KV, KV) and (F, F)."""
+def _stacked(fields: dict[str, Any]) -> Iterator[tuple[str, list[str], tuple[int, ...]]]:
+    """For every stacked tensor a model of ``fields`` can have (weights and biases): its name,
+    its parts' names in the files, and the rows of each part ((Q, KV, KV) or (F, F))."""
     kv = fields["n_kv_head"] * (fields["n_embd"] // fields["n_head"])
-    return {
+    rows = {
         "self_attn.qkv_proj": (fields["n_embd"], kv, kv),
         "mlp.gate_up_proj": (fields["n_hidden"],) * 2,
     }
-
-
-def _block_names(params: Params | Shapes) -> list[tuple[str, str, str]]:
-    """(``layers.N.``, joined map, ``.weight``/``.bias``) for each stacked tensor named."""
-    found = []
-    for name in params:
-        for joined in JOINED:
-            prefix, dot, rest = name.partition(f".{joined}.")
-            if dot and prefix.startswith("layers."):
-                found.append((prefix + ".", joined, "." + rest))
-    return found
+    for i, joined, kind in itertools.product(
+        range(fields["n_layer"]), JOINED, (".weight", ".bias")
+    ):
+        parts = [f"layers.{i}.{part}{kind}" for part in JOINED[joined]]
+        yield f"layers.{i}.{joined}{kind}", parts, rows[joined]
 
 
 def split_shapes(shapes: Shapes, fields: dict[str, Any]) -> Shapes:
     """numpylm's parameter shapes -> the files' (each stacked map cut into its parts)."""
     out = dict(shapes)
-    for layer, joined, kind in _block_names(shapes):
-        shape = out.pop(layer + joined + kind)
-        for part, rows in zip(JOINED[joined], _parts(fields)[joined], strict=True):
-            out[layer + part + kind] = (rows, *shape[1:])
+    for name, parts, rows in _stacked(fields):
+        if name in out:
+            shape = out.pop(name)
+            out |= {part: (n, *shape[1:]) for part, n in zip(parts, rows, strict=True)}
     return out
 
 
@@ -213,11 +208,9 @@ def join(params: Params, fields: dict[str, Any]) -> Params:
     up into ``gate_up_proj``. Each part leaves ``params`` as soon as it is stacked, so loading
     needs one stacked map more than the weights, not a second copy of them. Returns
     ``params``."""
-    n_layer = fields["n_layer"]
-    for i, joined, kind in itertools.product(range(n_layer), JOINED, (".weight", ".bias")):
-        names = [f"layers.{i}.{part}{kind}" for part in JOINED[joined]]
-        if names[0] in params:
-            params[f"layers.{i}.{joined}{kind}"] = np.concatenate([params.pop(n) for n in names])
+    for name, parts, _ in _stacked(fields):
+        if parts[0] in params:
+            params[name] = np.concatenate([params.pop(part) for part in parts])
     return params
 
 
@@ -225,11 +218,10 @@ def split(params: Params, fields: dict[str, Any]) -> Params:
     """numpylm's parameters -> the files' tensors, each stacked map cut into its parts (views:
     nothing is copied)."""
     out = dict(params)
-    for layer, joined, kind in _block_names(params):
-        stacked = out.pop(layer + joined + kind)
-        edges = np.cumsum(_parts(fields)[joined])[:-1]
-        for part, rows in zip(JOINED[joined], np.split(stacked, edges), strict=True):
-            out[layer + part + kind] = rows
+    for name, parts, rows in _stacked(fields):
+        if name in out:
+            pieces = np.split(out.pop(name), np.cumsum(rows)[:-1])
+            out |= dict(zip(parts, pieces, strict=True))
     return out
 
 
