@@ -42,7 +42,7 @@ from ...layers import (
     split_heads,
     swiglu,
 )
-from ..backends import PLAIN, Backend, get_backend
+from ..backends import PLAIN, Backend, get_backend, long_rows
 from ..cache import KVCache, new_cache
 from ..padding import positions_and_mask
 from . import weights
@@ -161,6 +161,17 @@ def init_params(config: LlamaConfig, seed: int = 0, dtype: DType = np.float32) -
     return params
 
 
+def decoding_layout(params: dict[str, np.ndarray], config: LlamaConfig) -> dict[str, np.ndarray]:
+    """``params``, in place, with each matrix the forward multiplies by stored with its longer
+    axis contiguous (``backends.long_rows``: a decoding step reads them faster). The same
+    numbers; only an untied model's embedding, which is looked up and not multiplied, keeps its
+    rows. Returns ``params``."""
+    for name, w in params.items():
+        if w.ndim == 2 and (name != "embed_tokens.weight" or config.tie_word_embeddings):
+            params[name] = long_rows(w)  # the replaced array is freed here, not at the end
+    return params
+
+
 class Llama:
     """A Llama-family language model whose parameters are plain NumPy arrays.
 
@@ -186,9 +197,8 @@ class Llama:
         params = init_params(config, seed, self.dtype) if params is None else params
         shapes = param_shapes(config)
         formats.check_shapes(shapes, params, f"the config ({config})")
-        self.params: dict[str, np.ndarray] = {
-            k: np.asarray(v, dtype=self.dtype) for k, v in params.items()
-        }
+        params = {k: np.asarray(v, dtype=self.dtype) for k, v in params.items()}
+        self.params: dict[str, np.ndarray] = decoding_layout(params, config)
 
     def __repr__(self) -> str:
         c, n = self.config, self.num_params()
@@ -205,7 +215,7 @@ class Llama:
         """Load a ``.gguf`` file (dequantized to float32) or a Hugging Face directory whose
         ``config.json`` has ``model_type`` ``llama`` or ``qwen2`` (``weights.read``)."""
         config, params = weights.read(path, LlamaConfig, param_shapes)
-        return cls(config, dtype=dtype, params=params)
+        return cls(config, dtype=dtype, params=decoding_layout(params, config))  # frees as it goes
 
     def save_pretrained(self, directory: PathArg, dtype: DType | None = None) -> Path:
         """Write ``config.json`` and ``model.safetensors`` atomically, as ``transformers``
