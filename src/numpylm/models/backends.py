@@ -93,12 +93,13 @@ def get_backend(backend: str | Backend | None = None, rows: int | None = None) -
 
 
 def long_rows(w: Array) -> Array:
-    """The (N, M) matrix ``w`` with its longer axis contiguous in memory: the same numbers,
-    another layout (a copy if it changes).
+    """The (N, M) matrix ``w`` with its longer axis contiguous in memory (its first, if they are
+    as long): the same numbers, another layout (a copy if it changes).
 
-    A decoding step multiplies one row by every weight matrix, and reading the weights is all
-    its time. OpenBLAS streams a matrix faster along long contiguous rows than short ones: on
-    the AMD EPYC of ``docs/benchmarks.md``, ``x @ w.T`` read a (3072, 576) ``w`` at 29 GB/s
-    column-major against 24 row-major, and SmolLM2's (49152, 576) head at 34 against 28.
+    A decoding step multiplies one row by every weight matrix, and reading the weights is most
+    of its time. OpenBLAS streams a matrix faster along long contiguous rows than short ones: on
+    the AMD EPYC of ``docs/benchmarks.md``, ``x @ w.T`` read a (3072, 576) ``w`` at 32 GB/s
+    column-major against 28 row-major, SmolLM2's (49152, 576) head at 34 against 28, and a
+    square (576, 576) one at 18 against 15 (too small for a second thread to help).
     """
-    return np.asfortranarray(w) if w.shape[0] > w.shape[1] else np.ascontiguousarray(w)
+    return np.asfortranarray(w) if w.shape[0] >= w.shape[1] else np.ascontiguousarray(w)

@@ -56,7 +56,7 @@ def softmax(
     Raises:
         ValueError: a row is all ``-inf`` (nothing to choose from) or holds NaN or +inf.
     """
-    top = check_logits(logits, axis) if check else np.max(logits, axis=axis, keepdims=True)
+    top = check_logits(logits, axis) if check else logits.max(axis=axis, keepdims=True)
     e = np.subtract(logits, top, out=out)  # the largest becomes exp(0) = 1: no overflow
     np.exp(e, out=e)  # in place: no second array of the input's size
     e /= e.sum(axis=axis, keepdims=True)
