@@ -103,3 +103,21 @@ def long_rows(w: Array) -> Array:
     square (576, 576) one at 18 against 15 (too small for a second thread to help).
     """
     return np.asfortranarray(w) if w.shape[0] >= w.shape[1] else np.ascontiguousarray(w)
+
+
+def decoding_layout(params: dict[str, Array], looked_up: tuple[str, ...] = ()) -> dict[str, Array]:
+    """``params``, in place, with every matrix laid out by ``long_rows``, except those named in
+    ``looked_up``: tables the forward only indexes (a position embedding), which keep their
+    rows. The same numbers. Returns ``params``."""
+    for name, w in params.items():
+        if w.ndim == 2 and name not in looked_up:
+            params[name] = long_rows(w)  # the array it replaces is freed now, not at the end
+    return params
+
+
+def in_layout_of(w: Array, a: Array) -> Array:
+    """``a``, an array of ``w``'s shape (its gradient), in ``w``'s memory layout: the optimiser
+    updates each weight in place from its gradient, and NumPy runs those updates in memory order
+    only when the two are laid out alike (a row-major gradient made AdamW 16x slower on a
+    column-major weight)."""
+    return np.asfortranarray(a) if w.flags.f_contiguous and not w.flags.c_contiguous else a

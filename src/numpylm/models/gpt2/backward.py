@@ -47,7 +47,7 @@ from ...layers import (
     merge_heads,
     split_heads,
 )
-from ..backends import Backend
+from ..backends import Backend, in_layout_of
 
 Params = dict[str, np.ndarray]
 Saved = tuple[np.ndarray | None, ...]
@@ -212,9 +212,9 @@ def _linear_backward(
     """``layers.linear_backward`` for the layer ``name``: stores its weight and bias gradients
     in ``grads`` and returns the gradient of its input (which it pops off the tape)."""
     (x,) = _arrays(tape.pop("linear"))
-    dx, grads[name + ".weight"], grads[name + ".bias"] = linear_backward(
-        dout, x, params[name + ".weight"]
-    )
+    w = params[name + ".weight"]
+    dx, dw, grads[name + ".bias"] = linear_backward(dout, x, w)
+    grads[name + ".weight"] = in_layout_of(w, dw)  # laid out as the weight (decoding_layout)
     return dx
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from ... import checks, memory
 from ...io import formats
 from ...layers import cross_entropy, embedding, merge_heads, split_heads
-from ..backends import Backend, get_backend
+from ..backends import Backend, decoding_layout, get_backend
 from ..cache import KVCache, new_cache
 from ..padding import positions_and_mask
 from . import backward, weights
@@ -96,6 +96,11 @@ def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     return shapes | {"ln_f.weight": (C,), "ln_f.bias": (C,)}
 
 
+_LOOKED_UP = ("wpe.weight",)
+"""The matrix the forward only indexes; ``backends.decoding_layout`` lays out the others (wte
+is also the LM head) for a decoding step."""
+
+
 class GPT:
     """A GPT-2 language model whose parameters are plain NumPy arrays.
 
@@ -123,10 +128,7 @@ class GPT:
         params = init_params(shapes, config.n_layer, seed, self.dtype) if params is None else params
         formats.check_shapes(shapes, params, f"the config ({config})")
         params = {k: np.asarray(v, dtype=self.dtype) for k, v in params.items()}
-        # wte, (V, C), stored column-major: the LM head x @ wte.T, the largest product of a
-        # decoding step, then reads memory in order (the same numbers, another layout)
-        params["wte.weight"] = np.ascontiguousarray(params["wte.weight"].T).T
-        self.params: dict[str, np.ndarray] = params
+        self.params: dict[str, np.ndarray] = decoding_layout(params, _LOOKED_UP)
 
     def __repr__(self) -> str:
         c, n = self.config, self.num_params()
@@ -145,7 +147,8 @@ class GPT:
         config = GPTConfig.from_hf(hf, source=f"{source}/config.json")
         memory.check_model(config, np.dtype(dtype).itemsize, "loading", source)
         params = weights.params_from_hf(tensors, param_shapes(config), source)
-        return cls(config, dtype=dtype, params=params)
+        del tensors  # laid out in the loaded dict, each replaced array is freed at once
+        return cls(config, dtype=dtype, params=decoding_layout(params, _LOOKED_UP))
 
     def save_pretrained(self, directory: PathArg, dtype: DType | None = None) -> Path:
         """Write ``config.json`` and ``model.safetensors`` atomically, as ``transformers`` reads

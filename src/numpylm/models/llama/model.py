@@ -42,7 +42,7 @@ from ...layers import (
     split_heads,
     swiglu,
 )
-from ..backends import PLAIN, Backend, get_backend, long_rows
+from ..backends import PLAIN, Backend, decoding_layout, get_backend
 from ..cache import KVCache, new_cache
 from ..padding import positions_and_mask
 from . import weights
@@ -161,15 +161,10 @@ def init_params(config: LlamaConfig, seed: int = 0, dtype: DType = np.float32) -
     return params
 
 
-def decoding_layout(params: dict[str, np.ndarray], config: LlamaConfig) -> dict[str, np.ndarray]:
-    """``params``, in place, with each matrix the forward multiplies by stored with its longer
-    axis contiguous (``backends.long_rows``: a decoding step reads them faster). The same
-    numbers; only an untied model's embedding, which is looked up and not multiplied, keeps its
-    rows. Returns ``params``."""
-    for name, w in params.items():
-        if w.ndim == 2 and (name != "embed_tokens.weight" or config.tie_word_embeddings):
-            params[name] = long_rows(w)  # the replaced array is freed here, not at the end
-    return params
+def _looked_up(config: LlamaConfig) -> tuple[str, ...]:
+    """The matrices the forward only indexes: an untied model's embedding (a tied one is also
+    the LM head). ``backends.decoding_layout`` lays out the others for a decoding step."""
+    return () if config.tie_word_embeddings else ("embed_tokens.weight",)
 
 
 class Llama:
@@ -198,7 +193,7 @@ class Llama:
         shapes = param_shapes(config)
         formats.check_shapes(shapes, params, f"the config ({config})")
         params = {k: np.asarray(v, dtype=self.dtype) for k, v in params.items()}
-        self.params: dict[str, np.ndarray] = decoding_layout(params, config)
+        self.params: dict[str, np.ndarray] = decoding_layout(params, _looked_up(config))
 
     def __repr__(self) -> str:
         c, n = self.config, self.num_params()
@@ -215,7 +210,8 @@ class Llama:
         """Load a ``.gguf`` file (dequantized to float32) or a Hugging Face directory whose
         ``config.json`` has ``model_type`` ``llama`` or ``qwen2`` (``weights.read``)."""
         config, params = weights.read(path, LlamaConfig, param_shapes)
-        return cls(config, dtype=dtype, params=decoding_layout(params, config))  # frees as it goes
+        # laid out here, in the loaded dict, so that each replaced array is freed at once
+        return cls(config, dtype=dtype, params=decoding_layout(params, _looked_up(config)))
 
     def save_pretrained(self, directory: PathArg, dtype: DType | None = None) -> Path:
         """Write ``config.json`` and ``model.safetensors`` atomically, as ``transformers``
