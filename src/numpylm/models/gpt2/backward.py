@@ -188,7 +188,8 @@ def block_backward(
     q, k, v, att = _arrays(saved)
     drop = None if keep is None else (keep, rate)
     dq, dk, dv = attention_backward(dy, q, k, v, att, drop=drop)  # from "attention(q, k, v)"
-    dqkv = np.concatenate([merge_heads(d) for d in (dq, dk, dv)], axis=-1)  # "split": (B, T, 3C)
+    # from the three slices of "split_heads(qkv, 3 * H)": the heads side by side, (B, T, 3C)
+    dqkv = merge_heads(np.concatenate([dq, dk, dv], axis=1))
     da = _linear_backward(dqkv, tape, params, grads, h + "attn.c_attn")  # from "qkv = ..."
     # from "x = x + ...": the residual passes dx on, and ln_1 adds its share
     return dx + _layer_norm_backward(da, tape, params, grads, h + "ln_1")

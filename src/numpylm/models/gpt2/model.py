@@ -228,7 +228,8 @@ class GPT:
         # Attention: every new token asks (query) and offers (key, value).
         a = be.layer_norm(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"])
         qkv = be.linear(a, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"])  # (B, T, 3C)
-        q, k, v = (split_heads(t, H) for t in np.split(qkv, 3, axis=-1))  # 3 x (B, H, T, D)
+        qkv = split_heads(qkv, 3 * H)  # (B, T, 3C) -> (B, 3H, T, D): H heads each of q, k, v
+        q, k, v = qkv[:, :H], qkv[:, H : 2 * H], qkv[:, 2 * H :]  # 3 x (B, H, T, D)
         if cache is not None:  # store the new keys and values after the cached ones
             cache.k[i, :, :, start : start + T], cache.v[i, :, :, start : start + T] = k, v
             k, v = cache.k[i, :, :, : start + T], cache.v[i, :, :, : start + T]  # (B, H, L, D)
