@@ -21,7 +21,9 @@ def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndar
     # One (N, C_in) @ (C_in, C_out) product over all N positions: given a (B, T, C_in) stack,
     # NumPy would multiply each of the B matrices on its own (4x slower for 100 decoding rows).
     x2 = x.reshape(-1, x.shape[-1])  # (N, C_in)
-    y = x2 @ w if b is None else x2 @ w + b  # (N, C_out)
+    y = x2 @ w  # (N, C_out)
+    if b is not None:
+        y += b  # in place: the same numbers, without a second (N, C_out) array
     return y.reshape(*x.shape[:-1], w.shape[1])
 
 

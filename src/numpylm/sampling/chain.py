@@ -112,7 +112,9 @@ class Sampler:
 
     def probs(self, logits: np.ndarray, history: TokenHistory | None = None) -> np.ndarray:
         """The distribution tokens are drawn from: ``softmax(filter(logits))``, same shape."""
-        return softmax(self.filter(logits, history))
+        z = self.filter(logits, history)
+        # filter() checked the logits; when the chain changed nothing, that check holds here
+        return softmax(z, check=z is not logits)
 
     def sample(
         self,
