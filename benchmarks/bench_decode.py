@@ -28,7 +28,9 @@ each library reading the GGUF file itself, as a user would:
   older, lower figure) one thread per core summing its half of a 1 GiB array. Decoding one token
   has to read every weight once (~498 MB for GPT-2 in float32, ~540 MB for SmolLM2), so
   bandwidth / weight bytes is the fastest any decoder can go, and "share" says how close each
-  one gets.
+  one gets. The probes run before the first round and after each round: the table's share is
+  over the best of them all, and a line below it gives each round's share over the probes
+  that bracket that round (a shared machine's bandwidth drifts from minute to minute).
 
 Every timing is the best of ``--repeats`` runs, and the contenders take turns for ``--rounds``
 rounds (a fresh process each time), each keeping its best round: other work on the machine
@@ -49,6 +51,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -401,8 +404,9 @@ def run(s: Settings, contenders: tuple[str, ...]) -> dict[str, Any]:
                 if s.gguf and not nocache and r == 0:
                     print(f"  {name} load ...", file=sys.stderr, flush=True)
                     results.setdefault("load", {})[name] = run_worker(who, "load", model_dir, s)
-        bandwidth.append(run_worker("bandwidth", "-", model_dir, s))
-    # Measured before and after the rest: the better of the two is what the machine can do.
+            # after every round: the probes before and after a round bracket it (round_shares)
+            bandwidth.append(run_worker("bandwidth", "-", model_dir, s))
+    # The best of all the probes is what the machine can do: the headline limit.
     results["bandwidth_gb_per_s"] = max(b["gb_per_s"] for b in bandwidth)
     results["bandwidth_runs"] = bandwidth
     results["bandwidth_probes"] = {  # each probe's better run
@@ -412,10 +416,24 @@ def run(s: Settings, contenders: tuple[str, ...]) -> dict[str, Any]:
     results["decode_limit_tokens_per_s"] = limit
     for r in results["decode"].values():
         r["share_of_limit"] = r["tokens_per_s"] / limit
+        r["round_shares"] = round_shares(r["rounds"], bandwidth, per_token)
     info["load_average_end"] = os.getloadavg()[0]
     ids = [r["ids"] for r in results["decode"].values()]
     results["same_tokens"] = all(i == ids[0] for i in ids)
     return results
+
+
+def round_shares(
+    rounds: list[float], bandwidth: list[dict[str, Any]], per_token: int
+) -> list[float]:
+    """Each round's tokens/s over the limit of that round: the better of the probes run just
+    before and just after it. A shared machine's bandwidth drifts over minutes (26 to 49 GB/s
+    in one evening on the AMD EPYC of docs/benchmarks.md), and a decoder's best round and the
+    probes' best run need not fall in the same minutes; within a round they do."""
+    return [
+        tps / (max(bandwidth[i]["gb_per_s"], bandwidth[i + 1]["gb_per_s"]) * 1e9 / per_token)
+        for i, tps in enumerate(rounds)
+    ]
 
 
 def _keep_best(table: dict[str, Any], name: str, result: dict[str, Any]) -> None:
@@ -470,6 +488,22 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     if rounds:
         lines += ["", "Tokens/s in each round: " + "; ".join(rounds) + "."]
+    shares = [
+        f"{name} {' / '.join(f'{x:.0%}' for x in d['round_shares'])} (median "
+        f"{statistics.median(d['round_shares']):.0%})"
+        for name, d in r["decode"].items()
+        if len(d["round_shares"]) > 1
+    ]
+    if shares:
+        lines += [
+            "",
+            "Share of the limit round by round (each round's tokens/s over the better of the "
+            "probes run just before and just after it; GB/s: "
+            + " / ".join(f"{b['gb_per_s']:.1f}" for b in r["bandwidth_runs"])
+            + "): "
+            + "; ".join(shares)
+            + ".",
+        ]
     if r.get("load"):
         lines += [
             "",
@@ -482,7 +516,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"Memory bandwidth ({s['threads']} thread(s)): {r['bandwidth_gb_per_s']:.1f} GB/s, the "
-        "best of the probes (GB/s, the better of a run before and one after the rest): "
+        "best of the probes (GB/s, the best of a run before the first round and one after each): "
         + ", ".join(f"{n} {g:.1f}" for n, g in r["bandwidth_probes"].items())
         + "; "
         f"weights read per token: {r['weight_mb_per_token']:.1f} MB; decode limit: "
