@@ -31,6 +31,10 @@ each library reading the GGUF file itself, as a user would:
   one gets. The probes run before the first round and after each round: the table's share is
   over the best of them all, and a line below it gives each round's share over the probes
   that bracket that round (a shared machine's bandwidth drifts from minute to minute).
+- **the weights' products alone**: once per round, numpylm's own matrix products, every
+  matrix a decoding step multiplies by (``forward_matrices``) and nothing else: the fastest
+  numpylm's decoding could go if the rest of a step (norms, attention over the cache, the
+  Python between the calls) took no time.
 
 Every timing is the best of ``--repeats`` runs, and the contenders take turns for ``--rounds``
 rounds (a fresh process each time), each keeping its best round: other work on the machine
@@ -112,6 +116,12 @@ def work_numpylm(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
         return {"seconds": best}
     model = numpylm_class(model_dir).from_pretrained(model_dir)
     V = model.config.vocab_size
+    if task == "products":
+        ws = forward_matrices(model)
+        xs = {n: np.ones((1, n), dtype=model.dtype) for n in {w.shape[0] for w in ws}}
+        best, times, _ = _best_time(lambda: [xs[w.shape[0]] @ w for w in ws], 5 * s.repeats)
+        gb_per_s = sum(w.nbytes for w in ws) / best / 1e9
+        return {"tokens_per_s": 1 / best, "gb_per_s": gb_per_s, "times": times}
     if task == "prefill":
         ids = _prompt(s.prefill_len, V, seed=1)
 
@@ -140,6 +150,20 @@ def work_numpylm(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
     best, times, out = _best_time(decode, s.repeats if use_cache else 1)
     end_rss = rss_mb()[1]  # with the model still loaded
     return {"tokens_per_s": s.new_tokens / best, "times": times, "ids": out, "end_rss_mb": end_rss}
+
+
+def forward_matrices(model: Any) -> list[np.ndarray]:
+    """Every matrix a decoding step multiplies by, as the forward pass multiplies it
+    (``x @ w``, a view: nothing copied, the same memory layout), the blocks' in order and then
+    the LM head: GPT-2 stores (in, out) weights, the Llama family (out, in) ones. The tables
+    that are only looked up (GPT-2's ``wpe``, an untied Llama's embedding) are left out."""
+    p = model.params
+    if "wte.weight" in p:
+        blocks = [w for n, w in p.items() if w.ndim == 2 and n not in ("wte.weight", "wpe.weight")]
+        return [*blocks, p["wte.weight"].T]
+    tables = ("embed_tokens.weight", "lm_head.weight")
+    head = p.get("lm_head.weight", p["embed_tokens.weight"])
+    return [*(w.T for n, w in p.items() if w.ndim == 2 and n not in tables), head.T]
 
 
 def work_transformers(model_dir: str, task: str, s: Settings) -> dict[str, Any]:
@@ -404,6 +428,11 @@ def run(s: Settings, contenders: tuple[str, ...]) -> dict[str, Any]:
                 if s.gguf and not nocache and r == 0:
                     print(f"  {name} load ...", file=sys.stderr, flush=True)
                     results.setdefault("load", {})[name] = run_worker(who, "load", model_dir, s)
+            if "numpylm" in contenders:  # the ceiling of numpylm's matrix products, each round
+                print(f"  round {r + 1}: the weights' products alone ...", file=sys.stderr)
+                results.setdefault("products", []).append(
+                    run_worker("numpylm", "products", model_dir, s)
+                )
             # after every round: the probes before and after a round bracket it (round_shares)
             bandwidth.append(run_worker("bandwidth", "-", model_dir, s))
     # The best of all the probes is what the machine can do: the headline limit.
@@ -494,6 +523,19 @@ def markdown(r: dict[str, Any]) -> str:
         for name, d in r["decode"].items()
         if len(d["round_shares"]) > 1
     ]
+    products, own = r.get("products"), r["decode"].get("numpylm")
+    if products and own:
+        best = max(products, key=lambda x: x["tokens_per_s"])
+        of_products = [d / x["tokens_per_s"] for d, x in zip(own["rounds"], products, strict=True)]
+        lines += [
+            "",
+            "The weights' products alone (every matrix a decoding step multiplies, `x @ w` in the "
+            f"forward's order and nothing else): {best['tokens_per_s']:.1f} tok/s at best, "
+            f"{best['gb_per_s']:.1f} GB/s, {best['gb_per_s'] / r['bandwidth_gb_per_s']:.0%} "
+            "of the best probe; numpylm's decode is "
+            + " / ".join(f"{x:.0%}" for x in of_products)
+            + " of them, round by round.",
+        ]
     if shares:
         lines += [
             "",
