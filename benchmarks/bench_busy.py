@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_decode import machine_info
+from bench_decode import machine_info, report
 from bench_scaling import Contender
 from threadpoolctl import threadpool_limits
 
@@ -297,11 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         args.rounds = 1
     results = run(args.threads, args.load, args.rounds, tuple(args.only))
     table = markdown(results)
-    print(table)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(table)
+    report(table, results, args)
 
 
 if __name__ == "__main__":

@@ -577,6 +577,16 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report(table: str, results: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print the Markdown ``table``; write it to ``--markdown`` and ``results`` to ``--json``
+    where they were asked for (every benchmark script ends this way)."""
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(table)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
@@ -639,11 +649,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("the prompt plus the new tokens, and the prefill, must fit in 1024 tokens")
     results = run(s, tuple(args.only))
     table = markdown(results)
-    print(table)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(table)
+    report(table, results, args)
 
 
 if __name__ == "__main__":

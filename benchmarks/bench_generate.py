@@ -31,7 +31,6 @@ processes kept busy while each workload ran (above ~0.1 the figures are slowed).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_decode import _busy_seconds, machine_info
+from bench_decode import _busy_seconds, machine_info, report
 
 PROMPT = "Who was the first president?"
 
@@ -169,11 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         results["workloads"][name] = measure(runs, repeats)
     info["load_average_end"] = os.getloadavg()[0]
     table = markdown(results)
-    print(table)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(table)
+    report(table, results, args)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from bench_decode import (
     _busy_seconds,
     machine_info,
     make_checkpoint,
+    report,
     weight_bytes_per_token,
     work_bandwidth,
 )
@@ -304,11 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         contexts, batches, args.rounds = (16, 128, 1024), (1, 8, 64), 1
     results = run(args.threads, args.rounds, contexts, batches)
     table = markdown(results)
-    print(table)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(table)
+    report(table, results, args)
     if args.plot:
         plot(results, args.plot)
 
