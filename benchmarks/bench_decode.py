@@ -517,12 +517,6 @@ def markdown(r: dict[str, Any]) -> str:
     ]
     if rounds:
         lines += ["", "Tokens/s in each round: " + "; ".join(rounds) + "."]
-    shares = [
-        f"{name} {' / '.join(f'{x:.0%}' for x in d['round_shares'])} (median "
-        f"{statistics.median(d['round_shares']):.0%})"
-        for name, d in r["decode"].items()
-        if len(d["round_shares"]) > 1
-    ]
     products, own = r.get("products"), r["decode"].get("numpylm")
     if products and own:
         best = max(products, key=lambda x: x["tokens_per_s"])
@@ -536,6 +530,12 @@ def markdown(r: dict[str, Any]) -> str:
             + " / ".join(f"{x:.0%}" for x in of_products)
             + " of them, round by round.",
         ]
+    shares = [
+        f"{name} {' / '.join(f'{x:.0%}' for x in d['round_shares'])} (median "
+        f"{statistics.median(d['round_shares']):.0%})"
+        for name, d in r["decode"].items()
+        if len(d["round_shares"]) > 1
+    ]
     if shares:
         lines += [
             "",

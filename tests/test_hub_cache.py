@@ -39,9 +39,10 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         shutil.copytree(FIXTURES / name, repo / "snapshots" / REVISION)
         (repo / "refs").mkdir()
         (repo / "refs" / "main").write_text(REVISION)
-    for var, value in (("HF_HUB_CACHE", str(cache)), ("HF_HUB_OFFLINE", True)):
-        monkeypatch.setenv(var, "1" if value is True else str(value))
-        monkeypatch.setattr(hub, var, value)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     return cache
 
 
